@@ -1,0 +1,89 @@
+"""The params of each data/* command, as frozen models: the contract callers speak.
+
+Params arrive camelCase (`expectedRevision`, `orderBy`); snake_case is accepted too. Unknown
+params are refused, so a typo is an error rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from domain.values.base import Frozen
+
+RECIPES = "forge_recipes"
+ARTIFACTS = "forge_artifacts"
+Collection = Literal["forge_recipes", "forge_artifacts"]
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+
+
+class _Write(Frozen):
+    collection: Collection
+    command_id: str | None = Field(default=None, min_length=1, max_length=200)
+    author: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+
+class CreateEntity(_Write):
+    data: dict[str, Any]
+    id: str | None = None
+
+
+class UpdateEntity(_Write):
+    id: str
+    data: dict[str, Any]
+    expected_revision: int | None = Field(default=None, ge=1)
+
+
+class UpsertEntity(_Write):
+    id: str
+    data: dict[str, Any]
+    expected_revision: int | None = Field(default=None, ge=1)
+
+
+class DeleteEntity(_Write):
+    id: str
+    expected_revision: int | None = Field(default=None, ge=1)
+
+
+class ForkRecipe(Frozen):
+    collection: Literal["forge_recipes"] = "forge_recipes"
+    id: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    command_id: str | None = Field(default=None, min_length=1, max_length=200)
+    author: str = Field(default="", max_length=200)
+
+
+class ReadEntity(Frozen):
+    collection: Collection
+    id: str
+
+
+class OrderBy(Frozen):
+    field: str
+    direction: Literal["asc", "desc", "ASC", "DESC"] = "asc"
+
+
+class ListEntities(Frozen):
+    collection: Collection
+    filter: dict[str, Any] | None = None
+    order_by: list[OrderBy] | None = None
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = None
+    include_archived: bool = False
+
+
+class CountEntities(Frozen):
+    collection: Collection
+    filter: dict[str, Any] | None = None
+    include_archived: bool = False
+
+
+class EntityHistory(Frozen):
+    collection: Literal["forge_recipes"]
+    id: str
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    after_revision: int = Field(default=0, ge=0)
