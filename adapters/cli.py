@@ -1,0 +1,121 @@
+"""The `foundry` command line. Every verb goes through the same `execute` dispatcher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from adapters.config import ENV_DATABASE_URL
+from adapters.logging import configure_logging
+
+EPILOG = f"""\
+The store: --db URL, else ${ENV_DATABASE_URL}, else a SQLite file in your user data dir.
+  sqlite:///path/to/foundry.db      embedded, no server (the default)
+  postgresql://user@host:5432/db    shared PostgreSQL
+Examples:
+  foundry recipe create examples/tiny-recipe.json
+  foundry recipe list --filter '{{"tags": {{"$contains": "code"}}}}' --order-by updatedAt:desc
+  foundry exec data/read '{{"collection": "forge_recipes", "id": "<uuid>"}}'
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    from adapters.bootstrap import Foundry
+    from adapters.dispatcher import failure
+    from adapters.errors import StoreUnavailableError
+
+    try:
+        foundry = Foundry.open(args.db)
+    except Exception as e:
+        where = args.db or os.environ.get(ENV_DATABASE_URL) or "the default store"
+        err = e if hasattr(e, "code") else StoreUnavailableError(where, e)
+        _print(failure(err))
+        return 3
+    with foundry:
+        code: int = args.run(foundry, args)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="foundry", description="Forge ML models from event-sourced recipes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", help="database URL (see below)")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("exec", help="run any command with JSON params; prints the envelope")
+    p.add_argument("command", help="e.g. data/create, data/list, forge/run")
+    p.add_argument("params", nargs="?", default="{}", help="JSON object, or @file.json")
+    p.set_defaults(run=_exec)
+
+    from adapters.cli_recipe import add_recipe_commands
+
+    add_recipe_commands(sub)
+    p = sub.add_parser("projections", help="projection maintenance")
+    psub = p.add_subparsers(metavar="ACTION")
+    r = psub.add_parser("rebuild", help="drop every view and replay all events into it")
+    r.set_defaults(run=_rebuild)
+    return parser
+
+
+def load_json_arg(text: str, what: str = "params") -> Any:
+    """Parse inline JSON or @file; a parse error names the line and column."""
+    source = text
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"{what}: cannot read {path}: {e.strerror}") from None
+    try:
+        return json.loads(source)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{what}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+
+
+def run_command(foundry: Any, command: str, params: Any) -> int:
+    result = foundry.execute(command, params)
+    _print(result)
+    return 0 if result.get("success") else 1
+
+
+def _exec(foundry: Any, args: argparse.Namespace) -> int:
+    from adapters.dispatcher import failure
+    from domain.errors import InvalidInputError
+
+    try:
+        params = load_json_arg(args.params)
+    except ValueError as e:
+        field, _, rule = str(e).partition(": ")
+        _print(failure(InvalidInputError(field, rule)))
+        return 1
+    return run_command(foundry, args.command, params)
+
+
+def _rebuild(foundry: Any, _args: argparse.Namespace) -> int:
+    stats = foundry.recipe_host.rebuild()
+    _print({"success": True, "views": {"forge_recipes": {
+        "events": stats.events, "seconds": round(stats.seconds, 3)}}})
+    return 0
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

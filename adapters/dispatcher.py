@@ -1,0 +1,89 @@
+"""`execute(command, params) -> envelope`: the one entry point for the API, CLI and HTTP.
+
+Every outcome is an envelope `{success, timestamp, ...}`. Failures carry `error` (a
+sentence naming the field and the rule), `errorCode`, and `errors` (every field at fault).
+Nothing raises out of here: a caller on any transport gets the same structured answer.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError
+
+from adapters.errors import InternalError, StoreUnavailableError
+from adapters.handlers import HANDLERS
+from domain.errors import FoundryError, InvalidInputError
+
+if TYPE_CHECKING:
+    from adapters.bootstrap import Foundry
+
+log = structlog.get_logger()
+
+# A recipe is a few KB; a megabyte is far beyond any honest payload and keeps a runaway
+# client from filling the store.
+MAX_PAYLOAD_BYTES = 1_048_576
+
+EXTRA_HANDLERS: dict[str, Any] = {}  # forge/* handlers register here (adapters.forge)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def envelope(**fields: Any) -> dict[str, Any]:
+    return {"success": True, **fields, "timestamp": now()}
+
+
+def failure(error: Exception, **fields: Any) -> dict[str, Any]:
+    code = getattr(error, "code", "internal_error")
+    body: dict[str, Any] = {"success": False, "error": str(error), "errorCode": code}
+    if isinstance(error, InvalidInputError):
+        body["errors"] = error.details
+    return {**body, **fields, "timestamp": now()}
+
+
+def check_payload(params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise InvalidInputError("params", f"must be a JSON object, got {type(params).__name__}")
+    try:
+        size = len(json.dumps(params, default=str))
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError("params", f"must be JSON-serialisable: {e}") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidInputError(
+            "params", f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
+        )
+    return params
+
+
+def known_commands() -> list[str]:
+    return sorted({*HANDLERS, *EXTRA_HANDLERS})
+
+
+def dispatch(foundry: Foundry, command: str, params: Any) -> dict[str, Any]:
+    """Route one command; map every failure to a structured envelope."""
+    handler = HANDLERS.get(command) or EXTRA_HANDLERS.get(command)
+    try:
+        if handler is None:
+            raise InvalidInputError(
+                "command", f"unknown command {command!r}; known: {', '.join(known_commands())}"
+            )
+        result = handler(foundry, check_payload(params))
+    except FoundryError as e:
+        log.info("command_refused", command=command, code=e.code, error=str(e))
+        return failure(e, **_found_false(e))
+    except (OperationalError, InterfaceError) as e:
+        log.error("store_unavailable", command=command, error=str(e))
+        return failure(StoreUnavailableError(foundry.config.display_url, e))
+    except Exception as e:
+        log.exception("command_crashed", command=command)
+        return failure(InternalError(e))
+    return envelope(**result)
+
+
+def _found_false(e: FoundryError) -> dict[str, Any]:
+    return {"found": False} if isinstance(e, LookupError) else {}

@@ -1,0 +1,1 @@
+"""The current-recipe view: one row per recipe, rebuilt from RecipeBook events."""

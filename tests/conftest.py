@@ -1,0 +1,74 @@
+"""Shared fixtures: the same scenarios run on SQLite (a tmp file) and PostgreSQL (a schema).
+
+PostgreSQL tests use one fresh schema per test on the server at 127.0.0.1:5432, so they need
+no cleanup between each other and can never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import structlog
+
+PG_SERVER = os.environ.get("FOUNDRY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def pg_schema_url(schema: str) -> str:
+    return f"{PG_SERVER}?schema={schema}"
+
+
+def drop_schema(schema: str) -> None:
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'foundry.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield pg_schema_url(schema)
+    drop_schema(schema)
+
+
+@pytest.fixture
+def foundry(store_url: str) -> Iterator[Any]:
+    from adapters.bootstrap import Foundry
+
+    with Foundry.open(store_url) as f:
+        yield f
+
+
+@pytest.fixture
+def recipe_data() -> dict[str, Any]:
+    return json.loads(EXAMPLE.read_text())
+
+
+def count_events(foundry: Any) -> int:
+    """Rows in the recipe event table, counted in the database itself."""
+    recorder = foundry.recipes.recorder
+    with recorder.datastore.transaction(commit=False) as curs:
+        if foundry.config.kind == "sqlite":
+            curs.execute("SELECT COUNT(*) FROM stored_events")
+            return int(curs.fetchone()[0])
+        curs.execute(
+            f'SELECT COUNT(*) AS n FROM "{recorder.datastore.schema}".{recorder.events_table_name}'
+        )
+        return int(curs.fetchone()["n"])
