@@ -28,12 +28,15 @@ class BatchView(Protocol):
 
 
 def fold_batch(
-    rows: dict[str, Row], items: Sequence[tuple[Any, int]], fold: Fold
+    rows: dict[str, Row],
+    items: Sequence[tuple[Any, int]],
+    fold: Fold,
+    key_of: Callable[[Any], str] = lambda e: str(e.originator_id),
 ) -> dict[str, Row]:
     """Fold events into the loaded rows; returns only the rows that changed."""
     changed: dict[str, Row] = {}
     for event, _ in items:
-        key = str(event.originator_id)
+        key = key_of(event)
         current = changed.get(key, rows.get(key))
         changed[key] = fold(current, event)
     return changed

@@ -28,10 +28,10 @@ def fold(row: Row | None, event: Any) -> Row:
         data = dict(event.data)
         if event.parent_recipe_id is not None:
             data["parentRecipeId"] = event.parent_recipe_id
-        return {
+        return _with_columns({
             "id": str(event.originator_id), "doc": data, "revision": event.originator_version,
             "archived": False, "created_at": when, "updated_at": when, "pinned": [],
-        }
+        })
     assert row is not None, f"event {type(event).__name__} before creation"
     row = {**row, "revision": event.originator_version, "updated_at": when}
     if isinstance(event, Recipe.Edited):
@@ -47,7 +47,17 @@ def fold(row: Row | None, event: Any) -> Row:
             row["pinned"] = [*row["pinned"], event.version]
     elif isinstance(event, Recipe.Archived):
         row["archived"] = True
-    return row
+    return _with_columns(row)
+
+
+def _with_columns(row: Row) -> Row:
+    """Copy the promoted fields out of the document into their columns."""
+    doc = row["doc"]
+    return {
+        **row, "name": doc.get("name"), "version": doc.get("version"),
+        "author": doc.get("author"), "license": doc.get("license"),
+        "base_model": (doc.get("source") or {}).get("baseModel"),
+    }
 
 
 def to_item(row: Row) -> dict[str, Any]:
