@@ -1,0 +1,67 @@
+"""Which executor runs which stage type, which benchmarks eval knows, where models come from.
+
+The orchestrator asks `unexecutable(...)` before starting a run, so a recipe with a stage this
+worker cannot run is refused up front instead of failing halfway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from executors.base import StageExecutor
+from executors.errors import NoExecutorError, SourceNotFoundError
+
+SourceResolver = Callable[[Mapping[str, Any]], Path]
+"""Given the recipe's `source` in wire form, returns a local model directory."""
+
+
+def resolve_local_source(source: Mapping[str, Any]) -> Path:
+    """The default resolver: `source.baseModel` is a path to an existing local directory."""
+    base_model = str(source.get("baseModel", ""))
+    if not base_model:
+        raise SourceNotFoundError(base_model, [])
+    path = Path(base_model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    raise SourceNotFoundError(base_model, [f"local directory {path.resolve()}"])
+
+
+class ExecutorRegistry:
+    """Stage type -> executor, what eval understands, how to find the source model, the device."""
+
+    def __init__(
+        self,
+        executors: Iterable[StageExecutor] = (),
+        *,
+        known_benchmarks: Iterable[str] = (),
+        source_resolver: SourceResolver = resolve_local_source,
+        device: str = "cpu",
+    ) -> None:
+        self._executors: dict[str, StageExecutor] = {}
+        self.known_benchmarks: frozenset[str] = frozenset(known_benchmarks)
+        self.source_resolver: SourceResolver = source_resolver
+        self.device = device  # what StageContext.device is set to for this worker
+        for executor in executors:
+            self.register(executor)
+
+    def register(self, executor: StageExecutor, *, replace: bool = False) -> None:
+        """Register `executor` for its `stage_type`; a second one for a type needs `replace`."""
+        stage_type = executor.stage_type
+        if stage_type in self._executors and not replace:
+            raise ValueError(f"an executor for stage type {stage_type!r} is already registered")
+        self._executors[stage_type] = executor
+
+    def get(self, stage_type: str) -> StageExecutor:
+        try:
+            return self._executors[stage_type]
+        except KeyError:
+            raise NoExecutorError(stage_type, sorted(self._executors)) from None
+
+    def executable_types(self) -> frozenset[str]:
+        return frozenset(self._executors)
+
+    def unexecutable(self, stage_types: Iterable[str]) -> list[str]:
+        """The stage types (sorted, unique) no executor here can run."""
+        return sorted(set(stage_types) - self._executors.keys())
