@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import InfrastructureFactory
 
 from adapters.app import RecipeBook
 from adapters.config import StoreConfig, parse_database_url, resolve_database_url
 from adapters.persistence import RECORDER_TOPICS
+from adapters.runs_app import ForgeRuns
+from projections.artifacts.view import TOPICS as ARTIFACT_TOPICS
+from projections.artifacts.view import ArtifactViewPostgres, ArtifactViewSQLite
 from projections.host import ProjectionHost
 from projections.recipes.fold import TOPICS as RECIPE_TOPICS
 from projections.recipes.view import RecipeViewPostgres, RecipeViewSQLite
 
+if TYPE_CHECKING:
+    from adapters.blobs import BlobStore
+    from executors.registry import ExecutorRegistry
+
 RECIPE_VIEW_NAME = "recipeview"
+ARTIFACT_VIEW_NAME = "artifactview"
+ENV_STATE_DIR = "FOUNDRY_STATE_DIR"
+ENV_EXECUTORS = "FOUNDRY_EXECUTORS"
 
 
 class Foundry:
@@ -26,9 +38,47 @@ class Foundry:
         self.config = config
         with _ddl_guard(config):
             self.recipes = RecipeBook(env=self._env(""))
-            self.recipe_view: Any = _build_view(config, RECIPE_VIEW_NAME)
+            self.runs = ForgeRuns(env=self._env("runs"))
+            recipe_view = RecipeViewSQLite if config.kind == "sqlite" else RecipeViewPostgres
+            artifact_view = (ArtifactViewSQLite if config.kind == "sqlite"
+                             else ArtifactViewPostgres)
+            self.recipe_view: Any = _build_view(config, RECIPE_VIEW_NAME, recipe_view)
+            self.artifact_view: Any = _build_view(config, ARTIFACT_VIEW_NAME, artifact_view)
         self.recipe_host = ProjectionHost(self.recipes, self.recipe_view, RECIPE_TOPICS)
+        self.artifact_host = ProjectionHost(self.runs, self.artifact_view, ARTIFACT_TOPICS)
+        self.state_dir = Path(os.environ.get(ENV_STATE_DIR) or config.default_state_dir())
+        self._registry: ExecutorRegistry | None = None
         self._lock = threading.RLock()
+        # The CLI sets this to draw progress; every stage event of a run is passed to it.
+        self.progress_listener: Any = lambda _event: None
+
+    @property
+    def blobs(self) -> BlobStore:
+        from adapters.blobs import BlobStore
+
+        return BlobStore(self.state_dir / "blobs")
+
+    @property
+    def registry(self) -> ExecutorRegistry:
+        """The stage executors, chosen by FOUNDRY_EXECUTORS: `real` (default) or `fake`
+        (the deterministic set the orchestration tests use). Loaded on first use, so data/*
+        commands never import torch."""
+        if self._registry is None:
+            kind = os.environ.get(ENV_EXECUTORS, "real")
+            if kind == "fake":
+                from executors.fake import build_fake_registry
+
+                sleep = float(os.environ.get("FOUNDRY_FAKE_SLEEP", "0"))
+                self._registry = build_fake_registry(
+                    sleep_seconds=sleep, fail_on=os.environ.get("FOUNDRY_FAKE_FAIL_ON"))
+            else:
+                from executors.real import build_registry
+
+                self._registry = build_registry()
+        return self._registry
+
+    def use_registry(self, registry: ExecutorRegistry) -> None:
+        self._registry = registry
 
     @classmethod
     def open(cls, database_url: str | None = None) -> Foundry:
@@ -44,15 +94,22 @@ class Foundry:
 
     def execute(self, command: str, params: Any) -> dict[str, Any]:
         """Run one command through the dispatcher (see adapters.dispatcher)."""
+        import adapters.forge
+        import adapters.lineage  # noqa: F401 - registers lineage and audit commands
         from adapters.dispatcher import dispatch
 
         with self._lock:
             return dispatch(self, command, params)
 
+    def hosts(self) -> dict[str, ProjectionHost]:
+        return {"forge_recipes": self.recipe_host, "forge_artifacts": self.artifact_host}
+
     def close(self) -> None:
         self.recipes.close()
-        with contextlib.suppress(Exception):
-            self.recipe_view.datastore.close()
+        self.runs.close()
+        for view in (self.recipe_view, self.artifact_view):
+            with contextlib.suppress(Exception):
+                view.datastore.close()
 
     def __enter__(self) -> Foundry:
         return self
@@ -61,10 +118,9 @@ class Foundry:
         self.close()
 
 
-def _build_view(config: StoreConfig, name: str) -> Any:
+def _build_view(config: StoreConfig, name: str, view_class: type[Any]) -> Any:
     env = config.app_env("views")
     factory = InfrastructureFactory.construct(env=_named_env(name, env))
-    view_class = RecipeViewSQLite if config.kind == "sqlite" else RecipeViewPostgres
     return factory.tracking_recorder(view_class)
 
 

@@ -52,6 +52,15 @@ class StoreConfig:
             return self.sqlite_path
         return self.sqlite_path.with_name(f"{self.sqlite_path.stem}.{purpose}.db")
 
+    def default_state_dir(self) -> Path:
+        """Blobs, heartbeats and scratch: next to a SQLite store, else in the user data dir."""
+        if self.kind == "sqlite":
+            assert self.sqlite_path is not None
+            return self.sqlite_path.with_name(f"{self.sqlite_path.stem}.state")
+        base = Path(platformdirs.user_data_dir("foundry", appauthor=False))
+        schema = self.pg_schema or "public"
+        return base / f"pg-{self.pg_host}-{self.pg_port}-{self.pg_dbname}-{schema}"
+
     def app_env(self, purpose: str = "") -> dict[str, str]:
         """Environment for an eventsourcing Application or tracking recorder."""
         if self.kind == "sqlite":

@@ -7,15 +7,17 @@ view, caught up first so a caller reads its own writes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from adapters.validation import parse_uuid, validate_model
 from domain import commands as c
 from domain.errors import InvalidInputError, RecipeNotFoundError
 from domain.values import ForgeRecipe
+from projections.artifacts.view import to_item as artifact_item
 from projections.query import compile_count, compile_list, make_cursor
-from projections.recipes.fold import META_FIELDS, to_item
-from projections.recipes.view import ROW_COLUMNS
+from projections.recipes.fold import META_FIELDS
+from projections.recipes.fold import to_item as recipe_item
 
 if TYPE_CHECKING:
     from adapters.bootstrap import Foundry
@@ -121,10 +123,11 @@ def data_list(foundry: Foundry, params: dict[str, Any]) -> Result:
     view = _view(foundry, cmd.collection)
     order = [o.model_dump() for o in cmd.order_by or []]
     query = compile_list(
-        _spec(view, cmd.include_archived), view.dialect, filter=cmd.filter, order_by=order,
-        limit=cmd.limit, cursor=cmd.cursor, select=ROW_COLUMNS,
+        _spec(view, cmd.collection, cmd.include_archived), view.dialect, filter=cmd.filter,
+        order_by=order, limit=cmd.limit, cursor=cmd.cursor, select="*",
     )
     rows = view.fetch(query.sql, query.params)
+    to_item = _TO_ITEM[cmd.collection]
     items = [to_item(r) for r in rows[: cmd.limit]]
     next_cursor = None
     if len(rows) > cmd.limit and items:
@@ -139,7 +142,8 @@ def data_list(foundry: Foundry, params: dict[str, Any]) -> Result:
 def data_count(foundry: Foundry, params: dict[str, Any]) -> Result:
     cmd = validate_model(c.CountEntities, params)
     view = _view(foundry, cmd.collection)
-    query = compile_count(_spec(view, cmd.include_archived), view.dialect, filter=cmd.filter)
+    spec = _spec(view, cmd.collection, cmd.include_archived)
+    query = compile_count(spec, view.dialect, filter=cmd.filter)
     return {"count": int(view.scalar(query.sql, query.params)), "collection": cmd.collection}
 
 
@@ -172,31 +176,29 @@ def _history_item(event: Any) -> dict[str, Any]:
     return item
 
 
+_TO_ITEM = {c.RECIPES: recipe_item, c.ARTIFACTS: artifact_item}
+
+
 def _view(foundry: Foundry, collection: str) -> Any:
-    if collection == c.ARTIFACTS:
-        raise InvalidInputError(
-            "collection", "forge_artifacts has no view in this build: run forge/run first"
-        )
-    foundry.recipe_host.catch_up()
-    return foundry.recipe_view
+    """The caught-up view of a collection (reads see every write made before them)."""
+    host = foundry.recipe_host if collection == c.RECIPES else foundry.artifact_host
+    host.catch_up()
+    return host.view
 
 
-def _spec(view: Any, include_archived: bool) -> Any:
-    from dataclasses import replace
-
-    base = "" if include_archived else ("archived = 0" if view.dialect == "sqlite"
-                                         else "archived = false")
-    return replace(view.spec, base_where=base)
+def _spec(view: Any, collection: str, include_archived: bool) -> Any:
+    if collection != c.RECIPES or include_archived:
+        return view.spec
+    return replace(view.spec, base_where="archived = " + ("0" if view.dialect == "sqlite"
+                                                          else "false"))
 
 
 def _read_item(foundry: Foundry, entity_id: str, collection: str = c.RECIPES) -> Any:
     parse_uuid(entity_id)
     view = _view(foundry, collection)
-    rows = view.fetch(
-        f"SELECT {ROW_COLUMNS} FROM {view.spec.table} WHERE id = "
-        + ("?" if view.dialect == "sqlite" else "%s"), [entity_id],
-    )
-    return to_item(rows[0]) if rows else None
+    rows = view.fetch(f"SELECT * FROM {view.table} WHERE id = {view.placeholder()}",
+                      [entity_id])
+    return _TO_ITEM[collection](rows[0]) if rows else None
 
 
 def _get_path(item: dict[str, Any], path: str) -> Any:

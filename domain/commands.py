@@ -87,3 +87,44 @@ class EntityHistory(Frozen):
     id: str
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     after_revision: int = Field(default=0, ge=0)
+
+
+HARDWARE_NODE = r"^(any|[a-z0-9][a-z0-9._-]{0,62}@(any|[a-z0-9][a-z0-9._-]{0,62}))$"
+PUBLISH_TARGET = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|file:///\S+)$"
+
+
+class RunRecipe(Frozen):
+    """forge/run: execute a pinned recipe version on a hardware node."""
+
+    recipe_id: str
+    recipe_version: str | None = None
+    hardware_node: str = Field(
+        default="cpu@local", pattern=HARDWARE_NODE,
+        description="<class>@<site>, <class>@any or any; lowercase, e.g. rtx-5090@lab-2",
+    )
+    publish_target: str | None = Field(default=None, pattern=PUBLISH_TARGET)
+    command_id: str | None = Field(default=None, min_length=1, max_length=200)
+    wait: bool = True
+    requested_by: str = Field(default="", max_length=200)
+
+
+class RunRef(Frozen):
+    run_id: str
+
+
+class CancelRun(Frozen):
+    run_id: str
+    reason: str = Field(default="", max_length=2000)
+    by: str = Field(default="", max_length=200)
+
+
+class ResumeRun(Frozen):
+    run_id: str
+    wait: bool = True
+
+
+class ListRuns(Frozen):
+    filter: dict[str, Any] | None = None
+    order_by: list[OrderBy] | None = None
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = None

@@ -74,3 +74,37 @@ class AlreadyExistsError(FoundryError):
     def __init__(self, entity_id: str):
         self.entity_id = entity_id
         super().__init__(f"id: {entity_id!r} already exists; use data/update or data/upsert")
+
+
+class RunNotFoundError(FoundryError, LookupError):
+    """Raised when no run has the given id."""
+
+    code = "not_found"
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} not found")
+
+
+class RunStateError(FoundryError):
+    """Raised when a run event is not legal in the run's current state."""
+
+    code = "illegal_transition"
+
+    def __init__(self, run_id: str, message: str):
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: {message}")
+
+
+class StageNotStartedError(RunStateError):
+    """Raised when a stage reports progress, completion or failure without having started."""
+
+
+class StageAlreadyCompletedError(RunStateError):
+    """Raised when a stage completes (or starts) a second time."""
+
+
+class RunEndedError(RunStateError):
+    """Raised when anything happens to a run that has completed, failed or been cancelled."""
+
+    code = "run_ended"

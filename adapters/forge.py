@@ -1,0 +1,217 @@
+"""forge/* handlers: request, execute, inspect, cancel and resume runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from adapters.dispatcher import EXTRA_HANDLERS
+from adapters.orchestrator import Orchestrator, utc_now
+from adapters.progress import read_beat
+from adapters.runs_app import run_id_for
+from adapters.validation import parse_uuid, validate_model
+from domain import commands as c
+from domain.artifact_builder import artifact_id
+from domain.errors import InvalidInputError, RecipeNotFoundError, RunStateError
+from domain.values import ForgeRecipe
+
+if TYPE_CHECKING:
+    from adapters.bootstrap import Foundry
+
+Result = dict[str, Any]
+# A heartbeat older than this, from an owner we cannot check directly, means a dead owner.
+STALE_AFTER_SECONDS = 120.0
+
+
+def forge_run(foundry: Foundry, params: dict[str, Any]) -> Result:
+    cmd = validate_model(c.RunRecipe, params)
+    recipe_id = parse_uuid(cmd.recipe_id, "recipeId")
+    run_id = run_id_for(cmd.command_id)
+    if cmd.command_id and _exists(foundry, run_id):
+        # The same command again: the first run, resumed if it was interrupted.
+        return _go(foundry, run_id, cmd.wait, repeated=True)
+    recipe, revision = _pinnable_recipe(foundry, recipe_id, cmd.recipe_version)
+    _check_executable(foundry, recipe)
+    if cmd.publish_target:
+        raise InvalidInputError(
+            "publishTarget", "publishing is not available in this build yet: forge without "
+            "publishTarget (publishing is tracked in its own issue)")
+    pinned, recipe_hash = foundry.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
+        if revision is None else (None, None)
+    if pinned is not None:
+        recipe, revision = pinned.data, pinned.revision
+    else:
+        from domain.hashing import content_hash
+
+        recipe_hash = content_hash({k: v for k, v in recipe.items() if k != "id"})
+    run, _ = foundry.runs.request_run(
+        run_id, recipe_id=str(recipe_id), recipe_version=recipe["version"],
+        recipe_revision=revision, recipe_hash=recipe_hash, recipe=recipe,
+        hardware_node=cmd.hardware_node, publish_target=cmd.publish_target,
+        requested_by=cmd.requested_by, command_id=cmd.command_id, at=utc_now(),
+    )
+    return _go(foundry, run.id, cmd.wait, repeated=False)
+
+
+def _exists(foundry: Foundry, run_id: UUID) -> bool:
+    return run_id in foundry.runs.repository
+
+
+def _pinnable_recipe(foundry: Foundry, recipe_id: UUID, version: str | None
+                     ) -> tuple[dict[str, Any], int | None]:
+    """The recipe to run. (data, None) for the current version, which gets pinned; (data,
+    revision) for an older version, read as it stood at its last revision."""
+    recipe = foundry.recipes.get_recipe(recipe_id)
+    if version is None or version == recipe.recipe_version:
+        return recipe.data, None
+    for revision in range(recipe.revision, 0, -1):
+        old = foundry.recipes.get_recipe(recipe_id, version=revision)
+        if old.recipe_version == version:
+            return old.data, revision
+    raise InvalidInputError("recipeVersion", f"recipe {recipe_id} never had version {version}")
+
+
+def _check_executable(foundry: Foundry, recipe: dict[str, Any]) -> None:
+    stages = recipe.get("stages") or []
+    if not stages:
+        raise InvalidInputError("stages", "the recipe has no stages: nothing to forge")
+    registry = foundry.registry
+    missing = registry.unexecutable(s["type"] for s in stages)
+    if missing:
+        raise InvalidInputError(
+            "stages", f"not executable on this foundry: {', '.join(missing)} (executable: "
+            f"{', '.join(sorted(registry.executable_types()))})")
+    ForgeRecipe.model_validate(recipe)  # stored data was validated; this guards old events
+    names = {b["name"] for s in stages if s["type"] == "eval" for b in s.get("benchmarks", [])}
+    names |= {b["name"] for b in recipe.get("evaluationBenchmarks") or []}
+    unknown = sorted(names - registry.known_benchmarks)
+    if unknown:
+        raise InvalidInputError(
+            "benchmarks", f"unknown benchmark(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(registry.known_benchmarks))}")
+
+
+def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result:
+    if wait:
+        orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
+                                    foundry.state_dir, listener=foundry.progress_listener)
+        orchestrator.execute(run_id)
+        return {**_summary(foundry, run_id), "repeated": repeated}
+    pid = spawn_worker(foundry, run_id)
+    return {**_summary(foundry, run_id), "repeated": repeated, "detached": True,
+            "workerPid": pid}
+
+
+def spawn_worker(foundry: Foundry, run_id: UUID) -> int:
+    """Start `python -m adapters.worker RUN_ID` in its own session; it outlives this one."""
+    log_dir = foundry.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"{run_id}.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "adapters.worker", str(run_id), "--db",
+             foundry.config.url],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )
+    return proc.pid
+
+
+def forge_status(foundry: Foundry, params: dict[str, Any]) -> Result:
+    cmd = validate_model(c.RunRef, params)
+    return _summary(foundry, parse_uuid(cmd.run_id, "runId"))
+
+
+def _summary(foundry: Foundry, run_id: UUID) -> Result:
+    run = foundry.runs.get_run(run_id)
+    s = run.state
+    stages = sorted(s["stages"].values(), key=lambda r: (r["cycle"], r["index"]))
+    return {
+        "runId": str(run_id), "artifactId": artifact_id(str(run_id)), "status": run.status,
+        "recipeId": s["recipeId"], "recipeVersion": s["recipeVersion"],
+        "hardwareNode": s["hardwareNode"], "alloyHash": s["alloyHash"], "gate": s["gate"],
+        "failure": s["failure"], "cancellation": s["cancellation"],
+        "stages": [{k: r.get(k) for k in ("cycle", "index", "type", "status", "inputHash",
+                                          "outputHash", "seconds", "progress", "error")}
+                   for r in stages],
+        "owner": _owner(foundry, run_id, s),
+    }
+
+
+def _owner(foundry: Foundry, run_id: UUID, state: dict[str, Any]) -> Result | None:
+    """Who holds the run, and whether it is alive: a run stuck with a dead owner shows here."""
+    if not state["attempts"]:
+        return None
+    last = state["attempts"][-1]
+    owner: Result = {"host": last["workerHost"], "pid": last["pid"], "attempt": last["attempt"]}
+    if state["status"] != "running":
+        return owner
+    beat = read_beat(foundry.state_dir / "heartbeats" / str(run_id))
+    age = None if beat is None else round(time.time() - float(beat["at"]), 1)
+    if last["workerHost"] == socket.gethostname():
+        alive = _pid_alive(int(last["pid"]))
+    else:
+        alive = age is not None and age < STALE_AFTER_SECONDS
+    owner.update(alive=alive, heartbeatAgeSeconds=age, stuck=not alive)
+    if not alive:
+        owner["hint"] = f"the owner is gone: run forge/resume with runId {run_id}"
+    return owner
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def forge_cancel(foundry: Foundry, params: dict[str, Any]) -> Result:
+    cmd = validate_model(c.CancelRun, params)
+    run_id = parse_uuid(cmd.run_id, "runId")
+    foundry.runs.record(run_id, lambda r: r.cancel(by=cmd.by, reason=cmd.reason, at=utc_now()))
+    return _summary(foundry, run_id)
+
+
+def forge_resume(foundry: Foundry, params: dict[str, Any]) -> Result:
+    cmd = validate_model(c.ResumeRun, params)
+    run_id = parse_uuid(cmd.run_id, "runId")
+    run = foundry.runs.get_run(run_id)
+    if run.ended:
+        raise RunStateError(str(run_id), f"cannot resume: the run is {run.status}")
+    return _go(foundry, run_id, cmd.wait, repeated=False)
+
+
+def forge_list_runs(foundry: Foundry, params: dict[str, Any]) -> Result:
+    from adapters.handlers import data_list
+
+    cmd = validate_model(c.ListRuns, params)
+    listed = data_list(foundry, {**cmd.model_dump(by_alias=True, exclude_none=True),
+                                 "collection": c.ARTIFACTS})
+    runs = [{"runId": a["provenance"]["runId"], "artifactId": a["id"], "status": a["status"],
+             "recipeId": a["recipeId"], "recipeVersion": a["recipeVersion"],
+             "hardwareNode": a["hardwareNode"], "forgedAt": a.get("forgedAt"),
+             "alloyHash": a.get("alloyHash")} for a in listed["items"]]
+    return {"runs": runs, "count": len(runs), "nextCursor": listed["nextCursor"]}
+
+
+def _recipe_missing(recipe_id: str) -> RecipeNotFoundError:
+    return RecipeNotFoundError(recipe_id)
+
+
+EXTRA_HANDLERS.update({
+    "forge/run": forge_run,
+    "forge/status": forge_status,
+    "forge/cancel": forge_cancel,
+    "forge/resume": forge_resume,
+    "forge/list-runs": forge_list_runs,
+})

@@ -1,0 +1,100 @@
+"""The ForgeArtifact as a pure function of a run's state, and its alloyHash.
+
+The artifact is never authored: the view, `audit replay` and sealing all call `build_artifact`
+on the state folded from the same events, so they agree by construction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+from domain import run_state
+from domain.hashing import content_hash
+from domain.values.artifact import RECIPE_SNAPSHOT_FIELDS
+
+# Not part of the hashed content: the hash itself, what publication and signing add later,
+# and the lifecycle status the view shows next to the artifact.
+UNHASHED_FIELDS = frozenset({"alloyHash", "receipt", "integrity", "status"})
+
+
+def artifact_id(run_id: str) -> str:
+    """One artifact per run, with an id distinct from the run's and the recipe's."""
+    return str(uuid5(NAMESPACE_URL, f"foundry/artifact/{run_id}"))
+
+
+def alloy_hash(artifact: dict[str, Any]) -> str:
+    """`sha256:` + SHA-256 of the RFC 8785 form of the artifact without UNHASHED_FIELDS."""
+    return content_hash({k: v for k, v in artifact.items() if k not in UNHASHED_FIELDS})
+
+
+def build_artifact(state: run_state.State) -> dict[str, Any]:
+    recipe = state["recipe"]
+    stages = run_state.completed_stages(state)
+    metrics = _merged_metrics(stages)
+    started = state["attempts"][0]["startedAt"] if state["attempts"] else None
+    duration = _minutes(started, state["sealedAt"])
+    artifact: dict[str, Any] = {
+        "id": artifact_id(state["runId"]),
+        "recipeId": state["recipeId"],
+        "recipeVersion": state["recipeVersion"],
+        "recipeName": recipe.get("name"),
+        **{f: recipe[f] for f in RECIPE_SNAPSHOT_FIELDS if f in recipe},
+        "forgedAt": state["sealedAt"],
+        "hardwareNode": state["hardwareNode"],
+        "durationMinutes": duration,
+        "hardwareVerified": [hv for s in stages for hv in s["metrics"].get("hardwareVerified", [])],
+        "results": _results(state, metrics, duration),
+        "provenance": _provenance(state, stages),
+    }
+    if "params" in metrics:
+        artifact["forgedParamsB"] = round(metrics["params"] / 1e9, 6)
+    return {k: v for k, v in artifact.items() if v is not None}
+
+
+def _merged_metrics(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Later stages win: the last eval's perplexity, the last transform's parameter count."""
+    merged: dict[str, Any] = {}
+    for record in stages:
+        merged.update(record["metrics"])
+    return merged
+
+
+def _results(state: run_state.State, m: dict[str, Any], duration: float | None) -> dict[str, Any]:
+    keys = ("baselinePerplexity", "finalPerplexity", "improvementPct", "finalSizeGb")
+    results: dict[str, Any] = {
+        "completedAt": state["sealedAt"],
+        "durationMinutes": duration,
+        **{k: m[k] for k in keys if k in m},
+        "finalParams": m.get("params"),
+        "benchmarks": state["benchmarks"],
+        "samples": m.get("samples", []),
+    }
+    return {k: v for k, v in results.items() if v is not None}
+
+
+def _provenance(state: run_state.State, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "runId": state["runId"],
+        "recipeRevision": state["recipeRevision"],
+        "recipeHash": state["recipeHash"],
+        "requestedBy": state["requestedBy"],
+        "requestedAt": state["requestedAt"],
+        "source": state["source"],
+        "attempts": state["attempts"],
+        "gate": state["gate"],
+        "stages": [
+            {k: r.get(k) for k in ("cycle", "index", "type", "config", "inputHash", "outputHash",
+                                   "files", "metrics", "notes", "seconds", "startedAt",
+                                   "completedAt", "attempt")}
+            for r in stages
+        ],
+    }
+
+
+def _minutes(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return round(delta.total_seconds() / 60, 4)

@@ -1,0 +1,283 @@
+"""The ForgeRun aggregate: every step of a forge is an event, checked before it is recorded.
+
+Timestamps are arguments (`at`): an event body never reads a clock, so a replay yields the
+same state. The state itself lives in `domain.run_state`, shared with the artifact view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain import run_state
+from domain.errors import (
+    RunEndedError,
+    RunStateError,
+    StageAlreadyCompletedError,
+    StageNotStartedError,
+)
+
+
+class ForgeRun(Aggregate):
+    """One execution of one pinned recipe version on one hardware node."""
+
+    TOPIC = "foundry.ForgeRun"
+
+    class Created(Aggregate.Created):  # the library's default creation event; unused
+        TOPIC = "foundry.ForgeRun.Created"
+
+    class Requested(Aggregate.Created):
+        TOPIC = "foundry.ForgeRun.Requested"
+        recipe_id: str
+        recipe_version: str
+        recipe_revision: int
+        recipe_hash: str
+        recipe: dict[str, Any]
+        hardware_node: str
+        publish_target: str | None
+        requested_by: str
+        command_id: str | None
+        at: str
+
+    @event(Requested)
+    def __init__(
+        self, recipe_id: str, recipe_version: str, recipe_revision: int, recipe_hash: str,
+        recipe: dict[str, Any], hardware_node: str, publish_target: str | None,
+        requested_by: str, command_id: str | None, at: str,
+    ) -> None:
+        self.state = run_state.initial({
+            "run_id": str(self.id), "recipe_id": recipe_id, "recipe_version": recipe_version,
+            "recipe_revision": recipe_revision, "recipe_hash": recipe_hash, "recipe": recipe,
+            "hardware_node": hardware_node, "publish_target": publish_target,
+            "requested_by": requested_by, "command_id": command_id, "at": at,
+        })
+
+    @classmethod
+    def request(cls, *, id: UUID, **fields: Any) -> ForgeRun:
+        return cls._create(cls.Requested, id=id, **fields)
+
+    # --- queries -------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return str(self.state["status"])
+
+    @property
+    def ended(self) -> bool:
+        return self.status in run_state.ENDED
+
+    def stage(self, cycle: int, index: int) -> dict[str, Any] | None:
+        record: dict[str, Any] | None = self.state["stages"].get(run_state.stage_key(cycle, index))
+        return record
+
+    # --- guards --------------------------------------------------------------------------
+
+    def _not_ended(self, what: str) -> None:
+        if self.ended:
+            raise RunEndedError(str(self.id), f"cannot {what}: the run is {self.status}")
+
+    def _running(self, what: str) -> None:
+        self._not_ended(what)
+        if self.status != "running":
+            raise RunStateError(str(self.id), f"cannot {what}: the run is {self.status}")
+
+    def _open_stage(self, cycle: int, index: int, what: str) -> None:
+        self._running(what)
+        record = self.stage(cycle, index)
+        if record is None:
+            raise StageNotStartedError(str(self.id), f"cannot {what}: stage {cycle}:{index} "
+                                       "never started")
+        if record["status"] != "running":
+            raise StageAlreadyCompletedError(
+                str(self.id), f"cannot {what}: stage {cycle}:{index} is {record['status']}")
+
+    # --- commands ------------------------------------------------------------------------
+
+    def start(self, *, worker_host: str, pid: int, software: dict[str, str], device: str,
+              at: str) -> int:
+        """A worker takes the run (first start or a resume); returns the attempt number."""
+        self._not_ended("start")
+        if self.status == "sealed":
+            raise RunStateError(str(self.id), "cannot start: the run is already sealed")
+        attempt = run_state.current_attempt(self.state) + 1
+        self._apply("Started", attempt=attempt, worker_host=worker_host, pid=pid,
+                    software=software, device=device, at=at)
+        return attempt
+
+    def resolve_source(self, *, base_model: str, source_hash: str,
+                       files: list[dict[str, Any]], at: str) -> None:
+        self._running("resolve the source")
+        self._apply("SourceResolved", base_model=base_model, source_hash=source_hash,
+                    files=files, at=at)
+
+    def start_stage(self, *, cycle: int, index: int, stage_type: str, config: dict[str, Any],
+                    input_hash: str, at: str) -> None:
+        self._running("start a stage")
+        record = self.stage(cycle, index)
+        attempt = run_state.current_attempt(self.state)
+        if record is not None:
+            if record["status"] == "completed":
+                raise StageAlreadyCompletedError(
+                    str(self.id), f"stage {cycle}:{index} already completed")
+            if record["status"] == "running" and record["attempt"] == attempt:
+                raise RunStateError(str(self.id), f"stage {cycle}:{index} is already running")
+        self._apply("StageStarted", cycle=cycle, index=index, stage_type=stage_type,
+                    config=config, input_hash=input_hash, attempt=attempt, at=at)
+
+    def report_progress(self, *, cycle: int, index: int, fraction: float, message: str,
+                        at: str) -> None:
+        self._open_stage(cycle, index, "report progress")
+        self._apply("StageProgressed", cycle=cycle, index=index, fraction=fraction,
+                    message=message, at=at)
+
+    def complete_stage(self, *, cycle: int, index: int, output_hash: str,
+                       files: list[dict[str, Any]], metrics: dict[str, Any],
+                       notes: list[str], seconds: float, at: str) -> None:
+        self._open_stage(cycle, index, "complete a stage")
+        self._apply("StageCompleted", cycle=cycle, index=index, output_hash=output_hash,
+                    files=files, metrics=metrics, notes=notes, seconds=seconds, at=at)
+
+    def fail_stage(self, *, cycle: int, index: int, error_type: str, message: str,
+                   at: str) -> None:
+        self._open_stage(cycle, index, "fail a stage")
+        self._apply("StageFailed", cycle=cycle, index=index, error_type=error_type,
+                    message=message, at=at)
+
+    def record_benchmarks(self, *, benchmarks: list[dict[str, Any]], at: str) -> None:
+        self._running("record benchmarks")
+        self._apply("BenchmarksRecorded", benchmarks=benchmarks, at=at)
+
+    def evaluate_gate(self, *, passed: bool, reasons: list[str], at: str) -> None:
+        self._running("evaluate the gate")
+        self._apply("GateEvaluated", passed=passed, reasons=reasons, at=at)
+
+    def seal(self, *, alloy_hash: str, at: str) -> None:
+        self._running("seal")
+        if self.state["gate"] is None:
+            raise RunStateError(str(self.id), "cannot seal before the gate is evaluated")
+        self._apply("Sealed", alloy_hash=alloy_hash, at=at)
+
+    def complete(self, *, at: str) -> None:
+        self._not_ended("complete")
+        if self.status != "sealed":
+            raise RunStateError(str(self.id), f"cannot complete: the run is {self.status}")
+        self._apply("Completed", at=at)
+
+    def fail(self, *, error_type: str, message: str, at: str) -> None:
+        self._not_ended("fail")
+        self._apply("Failed", error_type=error_type, message=message, at=at)
+
+    def cancel(self, *, by: str, reason: str, at: str) -> None:
+        self._not_ended("cancel")
+        self._apply("Cancelled", by=by, reason=reason, at=at)
+
+    def _apply(self, name: str, **fields: Any) -> None:
+        self.trigger_event(getattr(type(self), name), **fields)
+
+    # --- events: fields only; what each means for the state is in run_state.apply -------
+
+    class RunEvent(Aggregate.Event):
+        TOPIC = "foundry.ForgeRun.RunEvent"
+
+        def apply(self, aggregate: Any) -> None:
+            fields = {k: v for k, v in self.__dict__.items() if k not in _BASE_FIELDS}
+            aggregate.state = run_state.apply(aggregate.state, type(self).__name__, fields)
+
+    class Started(RunEvent):
+        TOPIC = "foundry.ForgeRun.Started"
+        attempt: int
+        worker_host: str
+        pid: int
+        software: dict[str, str]
+        device: str
+        at: str
+
+    class SourceResolved(RunEvent):
+        TOPIC = "foundry.ForgeRun.SourceResolved"
+        base_model: str
+        source_hash: str
+        files: list[dict[str, Any]]
+        at: str
+
+    class StageStarted(RunEvent):
+        TOPIC = "foundry.ForgeRun.StageStarted"
+        cycle: int
+        index: int
+        stage_type: str
+        config: dict[str, Any]
+        input_hash: str
+        attempt: int
+        at: str
+
+    class StageProgressed(RunEvent):
+        TOPIC = "foundry.ForgeRun.StageProgressed"
+        cycle: int
+        index: int
+        fraction: float
+        message: str
+        at: str
+
+    class StageCompleted(RunEvent):
+        TOPIC = "foundry.ForgeRun.StageCompleted"
+        cycle: int
+        index: int
+        output_hash: str
+        files: list[dict[str, Any]]
+        metrics: dict[str, Any]
+        notes: list[str]
+        seconds: float
+        at: str
+
+    class StageFailed(RunEvent):
+        TOPIC = "foundry.ForgeRun.StageFailed"
+        cycle: int
+        index: int
+        error_type: str
+        message: str
+        at: str
+
+    class BenchmarksRecorded(RunEvent):
+        TOPIC = "foundry.ForgeRun.BenchmarksRecorded"
+        benchmarks: list[dict[str, Any]]
+        at: str
+
+    class GateEvaluated(RunEvent):
+        TOPIC = "foundry.ForgeRun.GateEvaluated"
+        passed: bool
+        reasons: list[str]
+        at: str
+
+    class Sealed(RunEvent):
+        TOPIC = "foundry.ForgeRun.Sealed"
+        alloy_hash: str
+        at: str
+
+    class Completed(RunEvent):
+        TOPIC = "foundry.ForgeRun.Completed"
+        at: str
+
+    class Failed(RunEvent):
+        TOPIC = "foundry.ForgeRun.Failed"
+        error_type: str
+        message: str
+        at: str
+
+    class Cancelled(RunEvent):
+        TOPIC = "foundry.ForgeRun.Cancelled"
+        by: str
+        reason: str
+        at: str
+
+
+_BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp"})
+
+EVENT_TOPICS = tuple(
+    cls.TOPIC for cls in (
+        ForgeRun.Requested, ForgeRun.Started, ForgeRun.SourceResolved, ForgeRun.StageStarted,
+        ForgeRun.StageProgressed, ForgeRun.StageCompleted, ForgeRun.StageFailed,
+        ForgeRun.BenchmarksRecorded, ForgeRun.GateEvaluated, ForgeRun.Sealed,
+        ForgeRun.Completed, ForgeRun.Failed, ForgeRun.Cancelled,
+    )
+)

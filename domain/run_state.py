@@ -1,0 +1,106 @@
+"""The state of a forge run as a JSON-native dict, and how each event changes it.
+
+One pure function serves the ForgeRun aggregate (its `@event` bodies) and the artifact
+projection (its fold), so the view and a replay can never disagree about what an event means.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+State = dict[str, Any]
+
+ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
+def stage_key(cycle: int, index: int) -> str:
+    return f"{cycle}:{index}"
+
+
+def initial(fields: dict[str, Any]) -> State:
+    return {
+        "runId": fields["run_id"],
+        "recipeId": fields["recipe_id"],
+        "recipeVersion": fields["recipe_version"],
+        "recipeRevision": fields["recipe_revision"],
+        "recipeHash": fields["recipe_hash"],
+        "recipe": copy.deepcopy(fields["recipe"]),
+        "hardwareNode": fields["hardware_node"],
+        "publishTarget": fields["publish_target"],
+        "requestedBy": fields["requested_by"],
+        "commandId": fields["command_id"],
+        "requestedAt": fields["at"],
+        "status": "requested",
+        "attempts": [],
+        "source": None,
+        "stages": {},
+        "benchmarks": [],
+        "gate": None,
+        "alloyHash": None,
+        "sealedAt": None,
+        "endedAt": None,
+        "failure": None,
+        "cancellation": None,
+    }
+
+
+def apply(state: State, name: str, f: dict[str, Any]) -> State:
+    """The state after the event `name` with fields `f` (a new dict; `state` is not changed)."""
+    s = copy.deepcopy(state)
+    if name == "Started":
+        s["status"] = "running"
+        s["attempts"].append({
+            "attempt": f["attempt"], "workerHost": f["worker_host"], "pid": f["pid"],
+            "software": f["software"], "device": f["device"], "startedAt": f["at"],
+        })
+    elif name == "SourceResolved":
+        s["source"] = {"baseModel": f["base_model"], "sourceHash": f["source_hash"],
+                       "files": f["files"], "resolvedAt": f["at"]}
+    elif name == "StageStarted":
+        s["stages"][stage_key(f["cycle"], f["index"])] = {
+            "cycle": f["cycle"], "index": f["index"], "type": f["stage_type"],
+            "config": f["config"], "inputHash": f["input_hash"], "attempt": f["attempt"],
+            "status": "running", "startedAt": f["at"], "progress": None,
+        }
+    elif name == "StageProgressed":
+        s["stages"][stage_key(f["cycle"], f["index"])]["progress"] = {
+            "fraction": f["fraction"], "message": f["message"], "at": f["at"]}
+    elif name == "StageCompleted":
+        s["stages"][stage_key(f["cycle"], f["index"])].update(
+            status="completed", outputHash=f["output_hash"], files=f["files"],
+            metrics=f["metrics"], notes=f["notes"], seconds=f["seconds"], completedAt=f["at"],
+        )
+    elif name == "StageFailed":
+        s["stages"][stage_key(f["cycle"], f["index"])].update(
+            status="failed", error={"type": f["error_type"], "message": f["message"]},
+            completedAt=f["at"],
+        )
+    elif name == "BenchmarksRecorded":
+        s["benchmarks"] = copy.deepcopy(f["benchmarks"])
+    elif name == "GateEvaluated":
+        s["gate"] = {"passed": f["passed"], "reasons": list(f["reasons"]), "at": f["at"]}
+    elif name == "Sealed":
+        s.update(status="sealed", alloyHash=f["alloy_hash"], sealedAt=f["at"])
+    elif name == "Completed":
+        s.update(status="completed", endedAt=f["at"])
+    elif name == "Failed":
+        s.update(status="failed", endedAt=f["at"],
+                 failure={"type": f["error_type"], "message": f["message"]})
+    elif name == "Cancelled":
+        s.update(status="cancelled", endedAt=f["at"],
+                 cancellation={"by": f["by"], "reason": f["reason"]})
+    else:
+        msg = f"unknown run event {name!r}"
+        raise ValueError(msg)
+    return s
+
+
+def current_attempt(state: State) -> int:
+    return int(state["attempts"][-1]["attempt"]) if state["attempts"] else 0
+
+
+def completed_stages(state: State) -> list[dict[str, Any]]:
+    """Completed stage records in execution order."""
+    done = [r for r in state["stages"].values() if r["status"] == "completed"]
+    return sorted(done, key=lambda r: (r["cycle"], r["index"]))

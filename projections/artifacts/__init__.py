@@ -1,0 +1,1 @@
+"""The ForgeArtifact view: one row per run, built only from run events."""
