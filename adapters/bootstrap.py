@@ -85,6 +85,10 @@ class Foundry:
         """Open the store named by `database_url`, FOUNDRY_DATABASE_URL, or the default."""
         return cls(parse_database_url(resolve_database_url(database_url)))
 
+    def app_env(self, purpose: str) -> dict[str, str]:
+        """The eventsourcing environment of an application ('' recipes, 'runs' runs)."""
+        return self._env(purpose)
+
     def _env(self, purpose: str) -> dict[str, str]:
         return {
             **self.config.app_env(purpose),

@@ -63,10 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli_recipe import add_recipe_commands
 
     add_recipe_commands(sub)
+    from adapters.cli_forge import add_forge_commands
+
+    add_forge_commands(sub)
     p = sub.add_parser("projections", help="projection maintenance")
     psub = p.add_subparsers(metavar="ACTION")
     r = psub.add_parser("rebuild", help="drop every view and replay all events into it")
     r.set_defaults(run=_rebuild)
+    r = psub.add_parser("run", help="keep the views caught up until interrupted "
+                        "(PostgreSQL: the library's ProjectionRunner; SQLite: polling)")
+    r.add_argument("--seconds", type=float, help="stop after this long (default: forever)")
+    r.set_defaults(run=_projections_run)
+    d = sub.add_parser("db", help="database maintenance")
+    dsub = d.add_subparsers(metavar="ACTION")
+    r = dsub.add_parser("init", help="create every table once (before workers start)")
+    r.set_defaults(run=_db_init)
     return parser
 
 
@@ -107,9 +118,25 @@ def _exec(foundry: Any, args: argparse.Namespace) -> int:
 
 
 def _rebuild(foundry: Any, _args: argparse.Namespace) -> int:
-    stats = foundry.recipe_host.rebuild()
-    _print({"success": True, "views": {"forge_recipes": {
-        "events": stats.events, "seconds": round(stats.seconds, 3)}}})
+    views = {}
+    for name, host in foundry.hosts().items():
+        stats = host.rebuild()
+        views[name] = {"events": stats.events, "seconds": round(stats.seconds, 3),
+                       "eventsPerSecond": round(stats.events / max(stats.seconds, 1e-9))}
+    _print({"success": True, "views": views})
+    return 0
+
+
+def _projections_run(foundry: Any, args: argparse.Namespace) -> int:
+    from projections.runner import run_projections
+
+    run_projections(foundry, stop_after=args.seconds)
+    return 0
+
+
+def _db_init(foundry: Any, _args: argparse.Namespace) -> int:
+    # Opening the store created every table (serialised by an advisory lock on PostgreSQL).
+    _print({"success": True, "store": foundry.config.display_url, "tables": "ready"})
     return 0
 
 
