@@ -17,7 +17,7 @@ from adapters.runs_app import run_id_for
 from adapters.validation import parse_uuid, validate_model
 from domain import commands as c
 from domain.artifact_builder import artifact_id
-from domain.errors import InvalidInputError, RecipeNotFoundError, RunStateError
+from domain.errors import InvalidInputError, RunStateError
 from domain.values import ForgeRecipe
 
 if TYPE_CHECKING:
@@ -37,10 +37,6 @@ def forge_run(foundry: Foundry, params: dict[str, Any]) -> Result:
         return _go(foundry, run_id, cmd.wait, repeated=True)
     recipe, revision = _pinnable_recipe(foundry, recipe_id, cmd.recipe_version)
     _check_executable(foundry, recipe)
-    if cmd.publish_target:
-        raise InvalidInputError(
-            "publishTarget", "publishing is not available in this build yet: forge without "
-            "publishTarget (publishing is tracked in its own issue)")
     pinned, recipe_hash = foundry.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
         if revision is None else (None, None)
     if pinned is not None:
@@ -101,7 +97,8 @@ def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result
         orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
                                     foundry.state_dir, listener=foundry.progress_listener)
         orchestrator.execute(run_id)
-        return {**_summary(foundry, run_id), "repeated": repeated}
+        return {**_summary(foundry, run_id), "repeated": repeated,
+                **_publish_after_run(foundry, run_id)}
     pid = spawn_worker(foundry, run_id)
     return {**_summary(foundry, run_id), "repeated": repeated, "detached": True,
             "workerPid": pid}
@@ -118,6 +115,43 @@ def spawn_worker(foundry: Foundry, run_id: UUID) -> int:
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )
     return proc.pid
+
+
+def _publish_after_run(foundry: Foundry, run_id: UUID) -> Result:
+    """Publish to the run's publishTarget once it completed. A failure is recorded on the
+    run and reported here; the run stays sealed and `forge/publish` can retry."""
+    run = foundry.runs.get_run(run_id)
+    target = run.state["publishTarget"]
+    if not target or run.status != "completed" or run.state.get("publications"):
+        return {}
+    from adapters.hub import PublishError
+    from adapters.publish import publish_run
+
+    try:
+        return {"publication": publish_run(foundry, run_id, target)}
+    except (PublishError, RunStateError) as e:
+        return {"publishError": str(e)}
+
+
+def forge_publish(foundry: Foundry, params: dict[str, Any]) -> Result:
+    from adapters.publish import publish_run
+
+    cmd = validate_model(c.PublishArtifact, params)
+    run_id = _run_of(foundry, parse_uuid(cmd.id))
+    return publish_run(foundry, run_id, cmd.target, force=cmd.force, reason=cmd.reason)
+
+
+def _run_of(foundry: Foundry, some_id: UUID) -> UUID:
+    """A run id from a run id or an artifact id."""
+    if some_id in foundry.runs.repository:
+        return some_id
+    foundry.artifact_host.catch_up()
+    view = foundry.artifact_view
+    rows = view.fetch(f"SELECT * FROM {view.table} WHERE id = {view.placeholder()}",
+                      [str(some_id)])
+    if not rows:
+        raise InvalidInputError("id", f"{some_id} is no run or artifact in this store")
+    return UUID(rows[0]["run_id"])
 
 
 def forge_status(foundry: Foundry, params: dict[str, Any]) -> Result:
@@ -204,14 +238,11 @@ def forge_list_runs(foundry: Foundry, params: dict[str, Any]) -> Result:
     return {"runs": runs, "count": len(runs), "nextCursor": listed["nextCursor"]}
 
 
-def _recipe_missing(recipe_id: str) -> RecipeNotFoundError:
-    return RecipeNotFoundError(recipe_id)
-
-
 EXTRA_HANDLERS.update({
     "forge/run": forge_run,
     "forge/status": forge_status,
     "forge/cancel": forge_cancel,
     "forge/resume": forge_resume,
     "forge/list-runs": forge_list_runs,
+    "forge/publish": forge_publish,
 })

@@ -30,6 +30,8 @@ def alloy_hash(artifact: dict[str, Any]) -> str:
 
 
 def build_artifact(state: run_state.State) -> dict[str, Any]:
+    if state.get("imported"):
+        return _imported_artifact(state)
     recipe = state["recipe"]
     stages = run_state.completed_stages(state)
     metrics = _merged_metrics(stages)
@@ -50,7 +52,25 @@ def build_artifact(state: run_state.State) -> dict[str, Any]:
     }
     if "params" in metrics:
         artifact["forgedParamsB"] = round(metrics["params"] / 1e9, 6)
+    if state["alloyHash"]:
+        artifact["alloyHash"] = state["alloyHash"]
+    artifact["receipt"] = _receipt(state)
+    artifact["integrity"] = state.get("integrity")
     return {k: v for k, v in artifact.items() if v is not None}
+
+
+def _receipt(state: run_state.State) -> dict[str, Any] | None:
+    """What publication added (outside the hash): where, when, with which card."""
+    pubs = state.get("publications") or []
+    if not pubs:
+        return None
+    return {
+        "publications": [{"target": p["target"], "url": p["url"],
+                          "publishedAt": p["publishedAt"]} for p in pubs],
+        "alloyHash": state["alloyHash"],
+        "cardHash": pubs[-1]["cardHash"],
+        "issuedAt": pubs[0]["publishedAt"],
+    }
 
 
 def _merged_metrics(stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,3 +118,23 @@ def _minutes(start: str | None, end: str | None) -> float | None:
         return None
     delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
     return round(delta.total_seconds() / 60, 4)
+
+
+def _imported_artifact(state: run_state.State) -> dict[str, Any]:
+    """An artifact forged elsewhere: its fields exactly as imported, our ids, and a
+    provenance that says so (nothing pretends it ran here)."""
+    recipe, imported = state["recipe"], state["imported"]
+    artifact: dict[str, Any] = {
+        "id": artifact_id(state["runId"]),
+        "recipeId": state["recipeId"],
+        "recipeVersion": state["recipeVersion"],
+        "recipeName": recipe.get("name"),
+        **{f: recipe[f] for f in RECIPE_SNAPSHOT_FIELDS if f in recipe},
+        **imported["fields"],
+        "provenance": {
+            "imported": True, "runId": state["runId"], "sourceFile": imported["sourceFile"],
+            "fileSha256": imported["fileSha256"], "importedAt": imported["importedAt"],
+            "recipeRevision": state["recipeRevision"], "recipeHash": state["recipeHash"],
+        },
+    }
+    return {k: v for k, v in artifact.items() if v is not None}

@@ -128,3 +128,12 @@ class ListRuns(Frozen):
     order_by: list[OrderBy] | None = None
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = None
+
+
+class PublishArtifact(Frozen):
+    """forge/publish: publish a sealed artifact (by artifact or run id) to a target."""
+
+    id: str
+    target: str = Field(pattern=PUBLISH_TARGET)
+    force: bool = False
+    reason: str = Field(default="", max_length=2000)

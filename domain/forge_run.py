@@ -173,6 +173,42 @@ class ForgeRun(Aggregate):
         self._not_ended("cancel")
         self._apply("Cancelled", by=by, reason=reason, at=at)
 
+    def record_import(self, *, fields: dict[str, Any], source_file: str, file_sha256: str,
+                      at: str) -> None:
+        """Complete a run that was forged elsewhere, from an imported alloy's results."""
+        if self.status != "requested":
+            raise RunStateError(str(self.id), f"cannot import into a run that is {self.status}")
+        self._apply("Imported", fields=fields, source_file=source_file, file_sha256=file_sha256,
+                    at=at)
+
+    def sign(self, *, integrity: dict[str, Any], at: str) -> None:
+        """Attach a signed integrity attestation to a sealed artifact."""
+        if self.status not in ("sealed", "completed"):
+            raise RunStateError(str(self.id), f"cannot sign: the run is {self.status}")
+        self._apply("Signed", integrity=integrity, at=at)
+
+    def _publishable(self, what: str) -> None:
+        if self.status != "completed":
+            raise RunStateError(str(self.id), f"cannot {what}: the run is {self.status}; only a "
+                                "completed, sealed run publishes")
+
+    def record_publication(self, *, target: str, url: str, files: list[str],
+                           card_hash: str, forced: bool, force_reason: str, at: str) -> None:
+        self._publishable("publish")
+        gate = self.state["gate"] or {}
+        if not gate.get("passed") and not (forced and force_reason.strip()):
+            raise RunStateError(
+                str(self.id), "cannot publish: the gate failed ("
+                + "; ".join(gate.get("reasons", [])) + "); force it with a reason")
+        self._apply("Published", target=target, url=url, files=files, card_hash=card_hash,
+                    forced=forced, force_reason=force_reason, at=at)
+
+    def record_publish_failure(self, *, target: str, error_type: str, message: str,
+                               request_id: str | None, status: int | None, at: str) -> None:
+        self._publishable("record a publish failure")
+        self._apply("PublishFailed", target=target, error_type=error_type, message=message,
+                    request_id=request_id, status=status, at=at)
+
     def _apply(self, name: str, **fields: Any) -> None:
         self.trigger_event(getattr(type(self), name), **fields)
 
@@ -264,6 +300,37 @@ class ForgeRun(Aggregate):
         message: str
         at: str
 
+    class Imported(RunEvent):
+        TOPIC = "foundry.ForgeRun.Imported"
+        fields: dict[str, Any]
+        source_file: str
+        file_sha256: str
+        at: str
+
+    class Signed(RunEvent):
+        TOPIC = "foundry.ForgeRun.Signed"
+        integrity: dict[str, Any]
+        at: str
+
+    class Published(RunEvent):
+        TOPIC = "foundry.ForgeRun.Published"
+        target: str
+        url: str
+        files: list[str]
+        card_hash: str
+        forced: bool
+        force_reason: str
+        at: str
+
+    class PublishFailed(RunEvent):
+        TOPIC = "foundry.ForgeRun.PublishFailed"
+        target: str
+        error_type: str
+        message: str
+        request_id: str | None
+        status: int | None
+        at: str
+
     class Cancelled(RunEvent):
         TOPIC = "foundry.ForgeRun.Cancelled"
         by: str
@@ -278,6 +345,7 @@ EVENT_TOPICS = tuple(
         ForgeRun.Requested, ForgeRun.Started, ForgeRun.SourceResolved, ForgeRun.StageStarted,
         ForgeRun.StageProgressed, ForgeRun.StageCompleted, ForgeRun.StageFailed,
         ForgeRun.BenchmarksRecorded, ForgeRun.GateEvaluated, ForgeRun.Sealed,
-        ForgeRun.Completed, ForgeRun.Failed, ForgeRun.Cancelled,
+        ForgeRun.Completed, ForgeRun.Failed, ForgeRun.Cancelled, ForgeRun.Signed,
+        ForgeRun.Published, ForgeRun.PublishFailed, ForgeRun.Imported,
     )
 )

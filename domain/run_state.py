@@ -42,6 +42,9 @@ def initial(fields: dict[str, Any]) -> State:
         "endedAt": None,
         "failure": None,
         "cancellation": None,
+        "integrity": None,
+        "publications": [],
+        "publishFailures": [],
     }
 
 
@@ -87,6 +90,22 @@ def apply(state: State, name: str, f: dict[str, Any]) -> State:
     elif name == "Failed":
         s.update(status="failed", endedAt=f["at"],
                  failure={"type": f["error_type"], "message": f["message"]})
+    elif name == "Signed":
+        s["integrity"] = copy.deepcopy(f["integrity"])
+    elif name == "Published":
+        s.setdefault("publications", []).append({
+            "target": f["target"], "url": f["url"], "publishedAt": f["at"],
+            "files": list(f["files"]), "cardHash": f["card_hash"], "forced": f["forced"],
+            "forceReason": f["force_reason"]})
+    elif name == "PublishFailed":
+        s.setdefault("publishFailures", []).append({
+            "target": f["target"], "errorType": f["error_type"], "message": f["message"],
+            "requestId": f["request_id"], "status": f["status"], "at": f["at"]})
+    elif name == "Imported":
+        # A run that happened elsewhere: its artifact fields are kept exactly as they came.
+        s.update(status="completed", endedAt=f["at"], alloyHash=f["fields"].get("alloyHash"),
+                 imported={"fields": copy.deepcopy(f["fields"]), "sourceFile": f["source_file"],
+                           "fileSha256": f["file_sha256"], "importedAt": f["at"]})
     elif name == "Cancelled":
         s.update(status="cancelled", endedAt=f["at"],
                  cancellation={"by": f["by"], "reason": f["reason"]})

@@ -1,0 +1,113 @@
+"""forge/publish: put a sealed artifact's files where people get them, card last.
+
+Reads only the artifact and the blob store: the forged model (the last stage's model files,
+their weights hash checked against the recorded output hash), every GGUF tier, the artifact as
+`<name>.alloy.json`, then README.md and MODEL_METHODOLOGY.md rendered from the artifact.
+A failure is recorded (PublishFailed, with the hub's request id) and leaves the run sealed and
+unpublished: publishing again retries.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+from adapters.blobs import FileRecord, tree_hash
+from adapters.hub import PublishError, upload_to_hub
+from adapters.orchestrator import utc_now
+from domain import run_state
+from domain.artifact_builder import build_artifact
+from domain.errors import InvalidInputError, RunStateError
+
+if TYPE_CHECKING:
+    from adapters.bootstrap import Foundry
+
+CARD_FILES = ["README.md", "MODEL_METHODOLOGY.md"]
+
+
+def publishable_artifact(state: run_state.State) -> dict[str, Any]:
+    """The artifact as published: what the run sealed, signed if it was, without the view's
+    status and without a receipt (the receipt is what publishing itself adds)."""
+    artifact = build_artifact(state)
+    artifact.pop("receipt", None)
+    return artifact
+
+
+def stage_files(foundry: Foundry, state: run_state.State, dest: Path) -> list[str]:
+    """Materialise the model files and GGUF tiers into `dest`; returns their names."""
+    stages = run_state.completed_stages(state)
+    if not stages:
+        raise RunStateError(state["runId"], "nothing to publish: no completed stage")
+    last = stages[-1]
+    model = [FileRecord.from_dict(f) for f in last["files"] if f["role"] == "model"]
+    if tree_hash(model) != last["outputHash"]:
+        raise RunStateError(state["runId"], "weights hash does not match the recorded output")
+    ggufs = {f["path"]: FileRecord.from_dict(f) for s in stages for f in s["files"]
+             if f["role"] == "output" and f["path"].endswith(".gguf")}
+    foundry.blobs.materialize([*model, *ggufs.values()], dest)
+    return sorted([r.path for r in model] + list(ggufs))
+
+
+def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = False,
+                reason: str = "") -> dict[str, Any]:
+    run = foundry.runs.get_run(run_id)
+    if run.status != "completed":
+        raise RunStateError(str(run_id), f"cannot publish: the run is {run.status}")
+    gate = run.state["gate"] or {}
+    if not gate.get("passed") and not (force and reason.strip()):
+        raise RunStateError(str(run_id), "cannot publish: the gate failed ("
+                            + "; ".join(gate.get("reasons", [])) + "); use force with a reason")
+    from adapters.cards import card_hash, render_cards
+
+    artifact = publishable_artifact(run.state)
+    name = str(artifact.get("recipeName") or "artifact")
+    with tempfile.TemporaryDirectory(prefix="foundry-publish-") as tmp:
+        folder = Path(tmp)
+        files = stage_files(foundry, run.state, folder)
+        (folder / f"{name}.alloy.json").write_text(
+            json.dumps(artifact, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        cards = render_cards(artifact)
+        for card, text in cards.items():
+            (folder / card).write_text(text, encoding="utf-8")
+        files += [f"{name}.alloy.json", *CARD_FILES]
+        try:
+            url = _upload(target, folder)
+        except PublishError as e:
+            _record_failure(foundry, run_id, target, e)
+            raise
+    digest = card_hash(cards["README.md"])
+    foundry.runs.record(run_id, lambda r: r.record_publication(
+        target=target, url=url, files=files, card_hash=digest, forced=force,
+        force_reason=reason, at=utc_now()))
+    return {"runId": str(run_id), "target": target, "url": url, "files": files,
+            "cardHash": digest, "forced": force}
+
+
+def _upload(target: str, folder: Path) -> str:
+    if target.startswith("file://"):
+        return _publish_to_directory(Path(unquote(urlsplit(target).path)), folder)
+    if target.startswith("hf://"):
+        return upload_to_hub(target.removeprefix("hf://"), folder, CARD_FILES)
+    raise InvalidInputError("target", "must be hf://<org>/<repo> or file:///<dir>")
+
+
+def _publish_to_directory(dest: Path, folder: Path) -> str:
+    """Copy each file in atomically (temp + rename), the cards last."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in folder.iterdir() if p.name not in CARD_FILES)
+    for name in [*names, *CARD_FILES]:
+        tmp = dest / f".{name}.partial"
+        shutil.copyfile(folder / name, tmp)
+        tmp.replace(dest / name)
+    return dest.resolve().as_uri()
+
+
+def _record_failure(foundry: Foundry, run_id: UUID, target: str, error: PublishError) -> None:
+    foundry.runs.record(run_id, lambda r: r.record_publish_failure(
+        target=target, error_type=error.kind, message=str(error), request_id=error.request_id,
+        status=error.status, at=utc_now()))
