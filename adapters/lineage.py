@@ -111,6 +111,7 @@ def audit_replay(foundry: Foundry, params: dict[str, Any]) -> Result:
     query = validate_model(ReplayQuery, params)
     run_id = parse_uuid(query.run_id, "runId")
     foundry.runs.get_run(run_id)  # not found -> a clear error
+    foundry.artifact_host.catch_up()  # the view as projected (old events are never re-applied)
     row: dict[str, Any] | None = None
     problems: list[str] = []
     events = foundry.runs.recorder.select_events(run_id)

@@ -33,8 +33,6 @@ def fold(row: dict[str, Any] | None, event: Any) -> dict[str, Any]:
 
 def row_from_state(state: run_state.State) -> dict[str, Any]:
     doc = build_artifact(state)
-    if state["alloyHash"]:
-        doc["alloyHash"] = state["alloyHash"]
     return {
         "id": artifact_id(state["runId"]), "run_id": state["runId"],
         "recipe_id": state["recipeId"], "recipe_version": state["recipeVersion"],
