@@ -62,12 +62,13 @@ class RecipeBook(Application[UUID]):
 
     def create_recipe(
         self, data: dict[str, Any], *, recipe_id: UUID | None, author: str,
-        command_id: str | None,
+        command_id: str | None, reason: str = "",
     ) -> Result:
         def action() -> Result:
             rid = recipe_id or (recipe_id_for_command(command_id) if command_id else uuid4())
             recipe = Recipe.create(
-                id=rid, data={**data, "id": str(rid)}, author=author, command_id=command_id
+                id=rid, data={**data, "id": str(rid)}, author=author, command_id=command_id,
+                reason=reason,
             )
             result = {"id": str(rid), "revision": recipe.revision}
             try:

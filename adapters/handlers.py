@@ -49,7 +49,7 @@ def data_create(foundry: Foundry, params: dict[str, Any]) -> Result:
     data = validate_recipe(cmd.data)
     result = foundry.recipes.create_recipe(
         data, recipe_id=recipe_id, author=cmd.author or data.get("author", ""),
-        command_id=cmd.command_id,
+        command_id=cmd.command_id, reason=cmd.reason,
     )
     return {**result, "data": _read_item(foundry, result["id"])}
 

@@ -34,6 +34,7 @@ class Recipe(Aggregate):
         author: str
         command_id: str | None
         parent_recipe_id: str | None
+        reason: str
 
     class Forked(Created):
         """Created as a copy of another recipe; `parent_recipe_id` is its lineage."""
@@ -66,6 +67,7 @@ class Recipe(Aggregate):
         author: str,
         command_id: str | None,
         parent_recipe_id: str | None = None,
+        reason: str = "",
     ) -> None:
         self.data = dict(data)
         if parent_recipe_id is not None:
@@ -81,11 +83,12 @@ class Recipe(Aggregate):
         data: dict[str, Any],
         author: str,
         command_id: str | None,
+        reason: str = "",
     ) -> Recipe:
         """A new recipe with a chosen id (uuid4, or uuid5 of a command id)."""
         return cls._create(
             cls.Created, id=id, data=data, author=author, command_id=command_id,
-            parent_recipe_id=None,
+            parent_recipe_id=None, reason=reason,
         )
 
     @classmethod
@@ -106,6 +109,7 @@ class Recipe(Aggregate):
             author=author,
             command_id=command_id,
             parent_recipe_id=parent_recipe_id,
+            reason="",
         )
 
     # --- queries -------------------------------------------------------------------------

@@ -62,5 +62,9 @@ def _check_semver(value: str) -> str:
     return value
 
 
+# A JSON number that stays what it was: 24 stays 24 (int), 0.5 stays 0.5, so that a file
+# read and written again keeps its values exactly.
+Number = int | float
+
 Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 SemVer = Annotated[str, AfterValidator(_check_semver)]

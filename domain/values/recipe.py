@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from domain.values.base import Frozen, Open, SemVer, Sha256
+from domain.values.base import Frozen, Number, Open, SemVer, Sha256
 from domain.values.stages import BenchmarkDef, QuantFormat, Stage
 
 
@@ -51,7 +51,7 @@ class PriorBaseline(Open):
     """
 
     metric: str | dict[str, Any] | None = None
-    value: float | None = None
+    value: Number | None = None
     source: str | None = None
     measured_at: str | None = None
     measurement_method: str | None = None
@@ -77,9 +77,9 @@ class PriorBaseline(Open):
 class AlloyHardware(Open):
     """What the forge run needs and where it was tried."""
 
-    min_vram_gb: float | None = Field(default=None, ge=0)
-    recommended_vram_gb: float | None = Field(default=None, ge=0)
-    estimated_duration_minutes: float | None = Field(default=None, ge=0)
+    min_vram_gb: Number | None = Field(default=None, ge=0)
+    recommended_vram_gb: Number | None = Field(default=None, ge=0)
+    estimated_duration_minutes: Number | None = Field(default=None, ge=0)
     supports_cpu: bool = Field(default=False, alias="supportsCPU")
     tested_on: list[str] = []
     device_targets: list[str] = []
@@ -88,8 +88,8 @@ class AlloyHardware(Open):
 class BenchmarkAcceptance(Open):
     """The bar one benchmark must clear: an absolute floor and an optional anchor delta."""
 
-    min: float = Field(ge=0, le=1)
-    anchor_delta: float | None = None
+    min: Number = Field(ge=0, le=1)
+    anchor_delta: Number | None = None
     anchor_benchmark: str | None = None
     notes: str | None = None
 
@@ -97,7 +97,7 @@ class BenchmarkAcceptance(Open):
 class AcceptanceHardware(Open):
     """The hardware the forged model must fit."""
 
-    max_vram_gb: float | None = Field(default=None, ge=0)
+    max_vram_gb: Number | None = Field(default=None, ge=0)
     device_tier: str | None = None
 
 
@@ -123,10 +123,10 @@ class SearchStrategy(Open):
     method: Literal["manual", "binary", "ransac", "bayesian", "exhaustive", "adaptive"] = "manual"
     quick_eval_chunks: int = Field(default=10, ge=1, le=50)
     max_candidates: int = Field(default=5, ge=1, le=20)
-    confidence_threshold: float = Field(default=0.95, ge=0.5, le=0.999)
+    confidence_threshold: Number = Field(default=0.95, ge=0.5, le=0.999)
     try_compensation_lora: bool = False
     lora_steps_if_needed: int = Field(default=500, ge=100, le=5000)
-    coverage_threshold: float = Field(default=0.85, ge=0.5, le=0.99)
+    coverage_threshold: Number = Field(default=0.85, ge=0.5, le=0.99)
     notes: str | None = None
 
 

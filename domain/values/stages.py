@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from domain.values.base import Open
+from domain.values.base import Number, Open
 
 QuantFormat = Literal["gguf", "mlx", "safetensors", "onnx"]
 
@@ -108,7 +108,7 @@ class PruneStage(_Stage):
         "calibration-aware-activation-count",
         "per-layer-normalized-router-importance",
     ]
-    level: float = Field(ge=0, le=0.9)
+    level: Number = Field(ge=0, le=0.9)
     min_heads_per_layer: int = 4
     min_kv_heads_per_layer: int = 2
     analysis_steps: int = 200
@@ -129,9 +129,9 @@ class TrainStage(_Stage):
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "polynomial"] = (
         "cosine"
     )
-    warmup_ratio: float = Field(default=0.03, ge=0, le=1)
-    weight_decay: float = Field(default=0.01, ge=0, le=1)
-    max_gradient_norm: float = Field(default=1.0, ge=0, le=10)
+    warmup_ratio: Number = Field(default=0.03, ge=0, le=1)
+    weight_decay: Number = Field(default=0.01, ge=0, le=1)
+    max_gradient_norm: Number = Field(default=1.0, ge=0, le=10)
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     sequence_length: int = Field(default=2048, ge=128, le=131072)
     optimizations: list[str] = []
@@ -143,7 +143,7 @@ class LoraStage(_Stage):
     type: Literal["lora"] = "lora"
     rank: int = Field(default=32, ge=1, le=256)
     alpha: int | None = Field(default=None, ge=1, le=512)
-    dropout: float = Field(default=0.05, ge=0, le=1)
+    dropout: Number = Field(default=0.05, ge=0, le=1)
     # The catalogue's (q_proj, k_proj, v_proj, o_proj) is the default list, not an enum:
     # real alloys also target gate_proj, up_proj and down_proj.
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -160,12 +160,12 @@ class CompactStage(_Stage):
     """Classify components by activity (dead .. high) and shrink the dormant ones."""
 
     type: Literal["compact"] = "compact"
-    dead_threshold: float = Field(default=0.1, ge=0, le=1)
-    dormant_threshold: float = Field(default=0.2, ge=0, le=1)
-    low_threshold: float = Field(default=0.3, ge=0, le=1)
-    medium_threshold: float = Field(default=0.5, ge=0, le=1)
-    high_threshold: float = Field(default=0.7, ge=0, le=1)
-    target_size_gb: float | None = None
+    dead_threshold: Number = Field(default=0.1, ge=0, le=1)
+    dormant_threshold: Number = Field(default=0.2, ge=0, le=1)
+    low_threshold: Number = Field(default=0.3, ge=0, le=1)
+    medium_threshold: Number = Field(default=0.5, ge=0, le=1)
+    high_threshold: Number = Field(default=0.7, ge=0, le=1)
+    target_size_gb: Number | None = None
     enable_quantization: bool = True
 
 
@@ -203,7 +203,7 @@ class ExpertPruneStage(_Stage):
     ] = "auto"
     calibration_corpus: str | None = None
     per_layer_normalized: bool | None = None
-    prune_pct: float | None = None
+    prune_pct: Number | None = None
     experts_dropped: int | None = None
     experts_renamed: int | None = None
     router_sliced_layers: int | None = None
@@ -218,7 +218,7 @@ class CompensationLoraStage(_Stage):
     teacher: str
     calibration_corpus: str
     loss_type: Literal["kl_logits", "mse_hidden", "both"] = "kl_logits"
-    kd_temperature: float = 2.0
+    kd_temperature: Number = 2.0
     lora_rank: int = 16
     lora_alpha: int = 32
     target_modules: list[str] = []
@@ -243,7 +243,7 @@ class EvalStage(_Stage):
 
     type: Literal["eval"] = "eval"
     benchmarks: list[BenchmarkDef]
-    passing_threshold: float | None = None
+    passing_threshold: Number | None = None
     compare_to_base: bool = True
     calibration_anchor: dict[str, Any] | None = None
 
@@ -263,7 +263,9 @@ class PublishStage(_Stage):
     """Publish the forged model and its cards to an organisation on the hub."""
 
     type: Literal["publish"] = "publish"
-    org: str
+    # Optional: a stage migrated from the legacy `deliver` type names no organisation; the
+    # publish target given to forge/run or forge/publish decides where it goes.
+    org: str | None = None
     repo_name_template: str = "{base}-{domain}-forged"
     include_alloy: bool = True
     card_from_benchmarks: bool = True
