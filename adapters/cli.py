@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli_forge import add_forge_commands
 
     add_forge_commands(sub)
+    from adapters.cli_alloy import add_alloy_commands
+
+    add_alloy_commands(sub)
     p = sub.add_parser("projections", help="projection maintenance")
     psub = p.add_subparsers(metavar="ACTION")
     r = psub.add_parser("rebuild", help="drop every view and replay all events into it")

@@ -1,0 +1,117 @@
+"""`foundry card`, `forge publish`, `import-alloy`, `export-alloy`, `keys`, `verify`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_alloy_commands(sub: Any) -> None:
+    c = sub.add_parser("card", help="render README.md and MODEL_METHODOLOGY.md of an artifact")
+    c.add_argument("id", help="artifact id or run id")
+    c.add_argument("--out", required=True, help="directory to write the cards into")
+    c.set_defaults(run=_card)
+
+    p = sub.add_parser("publish", help="publish a completed artifact (file:///dir or hf://org/repo)")
+    p.add_argument("id", help="artifact id or run id")
+    p.add_argument("target", help="file:///absolute/dir or hf://org/repo")
+    p.add_argument("--force", action="store_true", help="publish although the gate failed")
+    p.add_argument("--reason", default="", help="why (required with --force; recorded)")
+    p.set_defaults(run=_publish)
+
+    i = sub.add_parser("import-alloy", help="import .alloy.json files as recipes (and runs)")
+    i.add_argument("paths", nargs="+", help="files or directories of *.alloy.json")
+    i.set_defaults(run=_import)
+
+    e = sub.add_parser("export-alloy", help="write a recipe or artifact as .alloy.json")
+    e.add_argument("id", help="artifact, run or recipe id")
+    e.add_argument("--out", help="file to write (default: stdout)")
+    e.set_defaults(run=_export)
+
+
+def _emit(obj: dict[str, Any]) -> int:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return 0 if obj.get("success") else 1
+
+
+def _guard(action: Any) -> int:
+    """Run an action; a refused one prints an envelope, like every other command."""
+    from adapters.dispatcher import envelope, failure
+    from domain.errors import FoundryError
+
+    try:
+        return _emit(envelope(**action()))
+    except FoundryError as e:
+        return _emit(failure(e))
+
+
+def _card(foundry: Any, args: argparse.Namespace) -> int:
+    def action() -> dict[str, Any]:
+        from adapters.cards import card_hash, write_cards
+        from adapters.forge import _run_of
+        from adapters.publish import publishable_artifact
+        from adapters.validation import parse_uuid
+
+        run = foundry.runs.get_run(_run_of(foundry, parse_uuid(args.id)))
+        artifact = publishable_artifact(run.state)
+        paths = write_cards(artifact, Path(args.out))
+        readme = paths["README.md"].read_text(encoding="utf-8")
+        return {"files": {k: str(v) for k, v in paths.items()}, "cardHash": card_hash(readme)}
+
+    return _guard(action)
+
+
+def _publish(foundry: Any, args: argparse.Namespace) -> int:
+    return _emit(foundry.execute("forge/publish", {"id": args.id, "target": args.target,
+                                                   "force": args.force,
+                                                   "reason": args.reason}))
+
+
+def _alloy_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        files += sorted(path.glob("*.alloy.json")) if path.is_dir() else [path]
+    return files
+
+
+def _import(foundry: Any, args: argparse.Namespace) -> int:
+    from adapters.alloy_io import import_alloy
+
+    def action() -> dict[str, Any]:
+        results = []
+        for path in _alloy_files(args.paths):
+            results.append(import_alloy(foundry, path))
+            for note in results[-1]["migrations"]:
+                print(f"{path.name}: migrated: {note}", file=sys.stderr)
+        return {"imported": results, "count": len(results)}
+
+    return _guard(action)
+
+
+def _export(foundry: Any, args: argparse.Namespace) -> int:
+    from adapters.alloy_io import export_alloy
+    from adapters.validation import parse_uuid
+
+    def action() -> dict[str, Any]:
+        alloy = export_alloy(foundry, parse_uuid(args.id))
+        text = json.dumps(alloy, indent=2, ensure_ascii=False) + "\n"
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            return {"file": args.out}
+        sys.stdout.write(text)
+        return {}
+
+    if args.out:
+        return _guard(action)
+    try:
+        action()
+    except Exception as e:
+        from adapters.dispatcher import failure
+
+        return _emit(failure(e))
+    return 0
+
