@@ -26,6 +26,21 @@ def add_alloy_commands(sub: Any) -> None:
     i.add_argument("paths", nargs="+", help="files or directories of *.alloy.json")
     i.set_defaults(run=_import)
 
+    k = sub.add_parser("keys", help="signing keys for integrity attestations")
+    ks = k.add_subparsers(metavar="ACTION")
+    kc = ks.add_parser("create", help="create an ES256 key pair (private key file mode 0600)")
+    kc.add_argument("--dir", help="where (default: FOUNDRY_KEYS_DIR or the user config dir)")
+    kc.add_argument("--overwrite", action="store_true", help="replace an existing key")
+    kc.set_defaults(run=_keys_create)
+
+    v = sub.add_parser("verify", help="check alloyHash, weights, card and signature")
+    v.add_argument("subject", help="artifact id, run id, or a .alloy.json file")
+    v.add_argument("--model-dir", help="directory of the weight files to check")
+    v.add_argument("--readme", help="README.md to check (default: next to the file)")
+    v.add_argument("--trust", action="append", default=[], metavar="KEY_ID",
+                   help="accept only signatures by these key ids")
+    v.set_defaults(run=_verify)
+
     e = sub.add_parser("export-alloy", help="write a recipe or artifact as .alloy.json")
     e.add_argument("id", help="artifact, run or recipe id")
     e.add_argument("--out", help="file to write (default: stdout)")
@@ -115,3 +130,41 @@ def _export(foundry: Any, args: argparse.Namespace) -> int:
         return _emit(failure(e))
     return 0
 
+
+
+def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
+    from adapters.attestation import create_key
+
+    try:
+        info = create_key(Path(args.dir) if args.dir else None, overwrite=args.overwrite)
+    except FileExistsError as e:
+        print(f"error: {e} (use --overwrite to replace it)", file=sys.stderr)
+        return 1
+    print(f"key {info.key_id} in {info.directory}")
+    return 0
+
+
+def _verify(foundry: Any, args: argparse.Namespace) -> int:
+    from adapters.attestation import verify
+
+    path = Path(args.subject)
+    readme = Path(args.readme) if args.readme else None
+    if path.is_file():
+        artifact = json.loads(path.read_text(encoding="utf-8"))
+        sibling = path.with_name("README.md")
+        readme = readme or (sibling if sibling.is_file() else None)
+    else:
+        from adapters.forge import _run_of
+        from adapters.publish import publishable_artifact
+        from adapters.validation import parse_uuid
+        from domain.artifact_builder import build_artifact
+
+        state = foundry.runs.get_run(_run_of(foundry, parse_uuid(args.subject))).state
+        artifact = {**publishable_artifact(state), "receipt": build_artifact(state).get("receipt")}
+    links = verify(artifact, model_dir=Path(args.model_dir) if args.model_dir else None,
+                   readme=readme, trusted_key_ids=set(args.trust) or None)
+    for link in links:
+        status = "ok" if link.ok else "BROKEN"
+        print(f"{link.name:<10} {status:<7} expected {link.expected}  found {link.found}"
+              + (f"  ({link.detail})" if link.detail else ""))
+    return 0 if all(link.ok for link in links) else 1

@@ -250,6 +250,25 @@ class Orchestrator:
             return digest
 
         self.runs.record(run_id, seal)
+        self._sign(run_id)
+
+    def _sign(self, run_id: UUID) -> None:
+        """Sign the sealed artifact when a key is configured (`foundry keys create`)."""
+        from adapters.attestation import load_key, sign_artifact
+
+        key = load_key()
+        if key is None:
+            return
+        private_key, info = key
+
+        def sign(r: ForgeRun) -> None:
+            at = utc_now()
+            integrity = sign_artifact(build_artifact(r.state), model_dir=None,
+                                      private_key=private_key, key_info=info, attested_at=at)
+            r.sign(integrity=integrity, at=at)
+
+        self.runs.record(run_id, sign)
+        log.info("artifact_signed", key_id=info.key_id)
 
     def _fail_run(self, run_id: UUID, error: Exception) -> None:
         self.runs.record(run_id, lambda r: None if r.ended else r.fail(

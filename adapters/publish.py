@@ -66,26 +66,41 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
 
     artifact = publishable_artifact(run.state)
     name = str(artifact.get("recipeName") or "artifact")
+    cards = render_cards(artifact)
+    digest, at, url = card_hash(cards["README.md"]), utc_now(), target_url(target)
+    # The published alloy carries its receipt, so `foundry verify FILE` can check the card
+    # next to it offline; the same receipt is recorded in the Published event below.
+    published = {**artifact, "receipt": {
+        "publications": [{"target": target, "url": url, "publishedAt": at}],
+        "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}}
     with tempfile.TemporaryDirectory(prefix="foundry-publish-") as tmp:
         folder = Path(tmp)
         files = stage_files(foundry, run.state, folder)
         (folder / f"{name}.alloy.json").write_text(
-            json.dumps(artifact, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        cards = render_cards(artifact)
+            json.dumps(published, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         for card, text in cards.items():
             (folder / card).write_text(text, encoding="utf-8")
         files += [f"{name}.alloy.json", *CARD_FILES]
         try:
-            url = _upload(target, folder)
+            _upload(target, folder)
         except PublishError as e:
             _record_failure(foundry, run_id, target, e)
             raise
-    digest = card_hash(cards["README.md"])
     foundry.runs.record(run_id, lambda r: r.record_publication(
         target=target, url=url, files=files, card_hash=digest, forced=force,
-        force_reason=reason, at=utc_now()))
+        force_reason=reason, at=at))
     return {"runId": str(run_id), "target": target, "url": url, "files": files,
             "cardHash": digest, "forced": force}
+
+
+def target_url(target: str) -> str:
+    """Where people find a publication: the directory's file URI, or the hub repo page."""
+    if target.startswith("file://"):
+        return Path(unquote(urlsplit(target).path)).resolve().as_uri()
+    import os
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{endpoint}/{target.removeprefix('hf://')}"
 
 
 def _upload(target: str, folder: Path) -> str:
