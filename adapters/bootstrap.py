@@ -35,6 +35,13 @@ class Foundry:
     """The running system for one store: applications, views and their hosts."""
 
     def __init__(self, config: StoreConfig) -> None:
+        import structlog
+
+        if not structlog.is_configured():
+            # A library caller who set nothing gets warnings on stderr, not info on stdout.
+            from adapters.logging import configure_logging
+
+            configure_logging("WARNING")
         self.config = config
         with _ddl_guard(config):
             self.recipes = RecipeBook(env=self._env(""))

@@ -11,6 +11,7 @@ from typing import Any
 
 from adapters.config import ENV_DATABASE_URL
 from adapters.logging import configure_logging
+from domain.errors import FoundryError, InvalidInputError
 
 EPILOG = f"""\
 The store: --db URL, else ${ENV_DATABASE_URL}, else a SQLite file in your user data dir.
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         _print(failure(err))
         return 3
     with foundry:
-        code: int = args.run(foundry, args)
+        try:
+            code: int = args.run(foundry, args)
+        except FoundryError as e:  # a bad file or JSON argument: an envelope, no traceback
+            _print(failure(e))
+            return 1
     return code
 
 
@@ -92,12 +97,12 @@ def load_json_arg(text: str, what: str = "params") -> Any:
         try:
             source = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise ValueError(f"{what}: cannot read {path}: {e.strerror}") from None
+            raise InvalidInputError(what, f"cannot read {path}: {e.strerror}") from None
     try:
         return json.loads(source)
     except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{what}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        raise InvalidInputError(
+            what, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
 
 

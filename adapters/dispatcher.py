@@ -8,6 +8,7 @@ Nothing raises out of here: a caller on any transport gets the same structured a
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from adapters.errors import InternalError, StoreUnavailableError
 from adapters.handlers import HANDLERS
 from domain.errors import FoundryError, InvalidInputError
+from projections.query import QueryError
 
 if TYPE_CHECKING:
     from adapters.bootstrap import Foundry
@@ -46,9 +48,32 @@ def failure(error: Exception, **fields: Any) -> dict[str, Any]:
     return {**body, **fields, "timestamp": now()}
 
 
+def _check_storable(value: Any, path: str) -> None:
+    """Refuse what JSON parsers accept but no store can hold: NaN/Infinity, NUL, lone
+    surrogates. Written once, such a value breaks every later catch-up of the views."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(path, f"must be a finite number (JSON has no {value})")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInputError(path, "must not contain NUL (U+0000) characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(path, "must be valid Unicode (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_storable(k, path)
+            _check_storable(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_storable(v, f"{path}.{i}")
+
+
 def check_payload(params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidInputError("params", f"must be a JSON object, got {type(params).__name__}")
+    for key, value in params.items():
+        _check_storable(value, str(key))
     try:
         size = len(json.dumps(params, default=str))
     except (TypeError, ValueError) as e:
@@ -76,6 +101,10 @@ def dispatch(foundry: Foundry, command: str, params: Any) -> dict[str, Any]:
     except FoundryError as e:
         log.info("command_refused", command=command, code=e.code, error=str(e))
         return failure(e, **_found_false(e))
+    except QueryError as e:  # a bad filter, orderBy or cursor: the caller's input
+        err = InvalidInputError(e.field, e.rule)
+        log.info("command_refused", command=command, code=err.code, error=str(err))
+        return failure(err)
     except (OperationalError, InterfaceError) as e:
         log.error("store_unavailable", command=command, error=str(e))
         return failure(StoreUnavailableError(foundry.config.display_url, e))

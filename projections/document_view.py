@@ -100,6 +100,11 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
         s = self.schema
         ids = sorted({s.key_of(e) for e, _ in items})
         with self.datastore.transaction(commit=True) as c:
+            # Write first: a deferred SQLite transaction that reads and then writes cannot wait
+            # for another writer (the upgrade fails at once with "database is locked"); one
+            # that starts with a write waits for the lock (SQLITE_LOCK_TIMEOUT). A batch that
+            # another process applied first still fails here, with IntegrityError.
+            self._insert_tracking(c, last_tracking(application_name, items))
             c.execute(f"SELECT * FROM {s.name} WHERE {s.key} IN ({','.join('?' * len(ids))})",
                       ids)
             rows = {r[s.key]: s.load(r) for r in c.fetchall()}
@@ -109,7 +114,6 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
                 f"VALUES ({','.join('?' * len(s.columns))})",
                 [s.values(r) for r in changed.values()],
             )
-            self._insert_tracking(c, last_tracking(application_name, items))
 
     def reset(self, application_name: str) -> None:
         with self.datastore.transaction(commit=True) as c:
