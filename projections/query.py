@@ -121,7 +121,14 @@ def compile_list(
     cursor: str | None,
     select: str,
 ) -> CompiledQuery:
-    """``SELECT {select}`` (trusted SQL) of the matching rows, ordered, ``LIMIT limit + 1``."""
+    """One page of ``SELECT {select} FROM table`` (``select`` is trusted SQL, e.g. ``"id, doc"``).
+
+    The SQL ends in ``LIMIT limit + 1``: when ``limit + 1`` rows come back there is a next page;
+    show the first ``limit`` and pass the sort values and key of row ``limit - 1`` (with
+    ``.order``) to :func:`make_cursor`. A ``cursor`` adds the seek condition "after that row".
+    Raises :class:`QueryError` for any invalid argument.
+    """
+    _check_dialect(dialect)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise QueryError("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     keys = _order(spec, dialect, order_by)
@@ -129,6 +136,7 @@ def compile_list(
     where = _where(spec, dialect, filter)
     if cursor is not None:
         values = _decode_cursor(cursor, order, keys)
+        # lexicographic "after": OR over i of (keys before i equal AND key i after)
         seek = [
             all_of([t.same(v) for (_, _, t), v in zip(keys[:i], values, strict=False)]
                    + [target.after(values[i], desc)])
@@ -147,6 +155,8 @@ def compile_count(
     *,
     filter: Mapping[str, Any] | None,
 ) -> CompiledQuery:
+    """``SELECT COUNT(*)`` of the rows matching ``filter`` (and ``base_where``)."""
+    _check_dialect(dialect)
     sql, params = _select(spec, dialect, "COUNT(*)", _where(spec, dialect, filter))
     return CompiledQuery(sql, params, [])
 
@@ -170,6 +180,11 @@ def make_cursor(row_sort_values: Sequence[Any], key: Any, order: Sequence[tuple[
 
 
 # -- internals ---------------------------------------------------------------------------------
+
+
+def _check_dialect(dialect: str) -> None:
+    if dialect not in ("sqlite", "postgres"):
+        raise QueryError("dialect", "must be 'sqlite' or 'postgres'")
 
 
 def _select(spec: TableSpec, dialect: Dialect, select: str, where: list[Frag]) -> Frag:
@@ -203,7 +218,7 @@ def _target(spec: TableSpec, dialect: Dialect, path: Any) -> tuple[Target, str]:
     segments = path.split(".")
     if not all(_SEGMENT.fullmatch(s) for s in segments) or segments[0].isdigit():
         raise QueryError(path, "invalid field path: dot-separated identifiers or array indexes")
-    return JsonPath(dialect, spec.doc_column, tuple(segments)), "json"
+    return JsonPath(dialect, f"{spec.table}.{spec.doc_column}", tuple(segments)), "json"
 
 
 def _scalar(field: str, kind: str, v: Any, *, null: bool = True) -> Any:
@@ -308,12 +323,14 @@ def _order(
         path, direction = entry.get("field"), entry.get("direction") or "asc"
         if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
             raise QueryError(f"orderBy[{i}].direction", "must be asc or desc")
+        if not isinstance(path, str):
+            raise QueryError(f"orderBy[{i}].field", "must be a field path")
         target, _ = _target(spec, dialect, path)
         if any(path == p for p, _, _ in keys):
             raise QueryError(str(path), "appears twice in orderBy")
         if path == key_path and i != len(entries) - 1:
             raise QueryError(key_path, "the key may only be the last orderBy entry")
-        keys.append((str(path), direction.lower() == "desc", target))
+        keys.append((path, direction.lower() == "desc", target))
     if not keys or keys[-1][0] != key_path:
         desc = keys[-1][1] if keys else False
         keys.append((key_path, desc, Column(dialect, spec.key_column, cols[key_path][1])))

@@ -122,7 +122,8 @@ class Column:
 
 @dataclass(frozen=True)
 class JsonPath:
-    """A path into the JSON document column; segments are identifiers or array indexes."""
+    """A path into the JSON document column (``doc`` is table-qualified, so that it resolves to
+    the outer row inside ``json_each``); segments are identifiers or array indexes."""
 
     dialect: Dialect
     doc: str
@@ -134,7 +135,8 @@ class JsonPath:
 
     @property
     def _pg_path(self) -> str:
-        return "'{" + ",".join(self.segments) + "}'"
+        # quoted elements: an unquoted NULL in an array literal would be an SQL NULL
+        return "'{" + ",".join(f'"{s}"' for s in self.segments) + "}'"
 
     @property
     def _sl_type(self) -> str:
@@ -157,7 +159,7 @@ class JsonPath:
         if self.dialect == "sqlite":
             return (
                 f"(CASE {self._sl_type} WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2"
-                " WHEN 'false' THEN 4 WHEN 'true' THEN 3 WHEN 'array' THEN 5 WHEN 'object' THEN 5"
+                " WHEN 'false' THEN 3 WHEN 'true' THEN 4 WHEN 'array' THEN 5 WHEN 'object' THEN 5"
                 " ELSE 0 END)"
             )
         return (
@@ -211,14 +213,14 @@ class JsonPath:
         """Array holds an element equal to ``v``; or, for a string ``v``, string has substring."""
         if self.dialect == "sqlite":
             if isinstance(v, bool):
-                elem: Frag = (f"type = '{'true' if v else 'false'}'", [])
+                elem: Frag = (f"je.type = '{'true' if v else 'false'}'", [])
             elif isinstance(v, str):
-                elem = ("type = 'text' AND value = ?", [v])
+                elem = ("je.type = 'text' AND je.value = ?", [v])
             else:
-                elem = ("type IN ('integer', 'real') AND value = ?", [v])
+                elem = ("je.type IN ('integer', 'real') AND je.value = ?", [v])
             arr: Frag = (
                 f"{self._sl_type} = 'array' AND EXISTS (SELECT 1 FROM json_each({self.doc},"
-                f" {self._sl_path}) WHERE {elem[0]})",
+                f" {self._sl_path}) AS je WHERE {elem[0]})",
                 elem[1],
             )
         else:
