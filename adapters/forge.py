@@ -93,6 +93,14 @@ def _check_executable(foundry: Foundry, recipe: dict[str, Any]) -> None:
 
 
 def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result:
+    summary = _summary(foundry, run_id)
+    owner = summary["owner"]
+    if summary["status"] == "running" and owner and owner.get("alive"):
+        # A live worker holds the run: a second one would race it, attempt against attempt.
+        if not repeated:
+            raise RunStateError(str(run_id), f"cannot resume: worker pid {owner['pid']} on "
+                                f"{owner['host']} is still running it")
+        return {**summary, "repeated": True, "detached": True, "workerPid": owner["pid"]}
     if wait:
         orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
                                     foundry.state_dir, listener=foundry.progress_listener)

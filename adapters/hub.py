@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from domain.errors import FoundryError
 
@@ -36,13 +37,26 @@ def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def upload_to_hub(repo_id: str, folder: Path, card_files: list[str], *,
+def _client_with_timeout() -> Any:
+    """huggingface_hub's default client waits forever; a hub that stops answering must not
+    hang a publish. FOUNDRY_HUB_TIMEOUT seconds (default 60)."""
+    import httpx2
+    from huggingface_hub.utils._http import default_client_factory
+
+    client = default_client_factory()
+    client.timeout = httpx2.Timeout(float(os.environ.get("FOUNDRY_HUB_TIMEOUT") or 60))
+    return client
+
+
+def upload_to_hub(repo_id: str, folder: Path, card_files: tuple[str, ...], *,
                   private: bool = False) -> str:
     """create_repo(exist_ok) + one commit of everything but the cards, then the cards last.
     Returns the repo URL."""
     import httpx2
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, set_client_factory
     from huggingface_hub.errors import HfHubHTTPError
+
+    set_client_factory(_client_with_timeout)
 
     token = hub_token()
     target = f"hf://{repo_id}"
@@ -50,9 +64,9 @@ def upload_to_hub(repo_id: str, folder: Path, card_files: list[str], *,
                 library_name="foundry")
     try:
         url = api.create_repo(repo_id, exist_ok=True, private=private)
-        api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=card_files,
+        api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=list(card_files),
                           commit_message="foundry: weights, GGUF tiers and the alloy")
-        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=card_files,
+        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=list(card_files),
                           commit_message="foundry: model cards")
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None

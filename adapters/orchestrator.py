@@ -26,6 +26,7 @@ from adapters.progress import RunReporter
 from adapters.runs_app import ForgeRuns
 from domain import run_state
 from domain.artifact_builder import alloy_hash, build_artifact
+from domain.errors import RunEndedError
 from domain.forge_run import ForgeRun
 from domain.gate import evaluate_gate
 from executors.base import StageContext, StageResult
@@ -113,6 +114,11 @@ class Orchestrator:
                     shutil.rmtree(work, ignore_errors=True)
                 self._seal(run_id)
             self.runs.record(run_id, lambda r: r.complete(at=utc_now()))
+        except RunEndedError:
+            # Cancelled (or failed) by another process while this one was between a step and
+            # its record: the store already says how the run ended; this worker just stops.
+            log.info("run_ended_elsewhere")
+            return self._outcome(self.runs.get_run(run_id))
         finally:
             structlog.contextvars.unbind_contextvars("run_id")
         outcome = self._outcome(self.runs.get_run(run_id))

@@ -27,7 +27,7 @@ from domain.errors import InvalidInputError, RunStateError
 if TYPE_CHECKING:
     from adapters.bootstrap import Foundry
 
-CARD_FILES = ["README.md", "MODEL_METHODOLOGY.md"]
+CARD_FILES = ("README.md", "MODEL_METHODOLOGY.md")
 
 
 def publishable_artifact(state: run_state.State) -> dict[str, Any]:

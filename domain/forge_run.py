@@ -58,6 +58,15 @@ class ForgeRun(Aggregate):
     def request(cls, *, id: UUID, **fields: Any) -> ForgeRun:
         return cls._create(cls.Requested, id=id, **fields)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ForgeRun:
+        """The repository copies an aggregate out of its cache on every get. `state` is never
+        changed in place (run_state.apply is copy-on-write), so the copy shares it: a get
+        costs the same for a run of 500 stages as for one of 5."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__["_pending_events"] = list(self.__dict__.get("_pending_events", []))
+        return new
+
     # --- queries -------------------------------------------------------------------------
 
     @property

@@ -49,36 +49,44 @@ def initial(fields: dict[str, Any]) -> State:
 
 
 def apply(state: State, name: str, f: dict[str, Any]) -> State:
-    """The state after the event `name` with fields `f` (a new dict; `state` is not changed)."""
-    s = copy.deepcopy(state)
+    """The state after the event `name` with fields `f` (a new dict; `state` is not changed).
+
+    Copy-on-write: the result shares every part the event does not change with `state`, so an
+    event costs the same on the 500th stage as on the first. Nothing may change a state (or
+    anything in it) in place.
+    """
+    f = copy.deepcopy(f)
+    s = dict(state)
+
+    def update_stage(**changes: Any) -> None:
+        key = stage_key(f["cycle"], f["index"])
+        s["stages"] = {**state["stages"], key: {**state["stages"][key], **changes}}
+
     if name == "Started":
         s["status"] = "running"
-        s["attempts"].append({
+        s["attempts"] = [*state["attempts"], {
             "attempt": f["attempt"], "workerHost": f["worker_host"], "pid": f["pid"],
             "software": f["software"], "device": f["device"], "startedAt": f["at"],
-        })
+        }]
     elif name == "SourceResolved":
         s["source"] = {"baseModel": f["base_model"], "sourceHash": f["source_hash"],
                        "files": f["files"], "resolvedAt": f["at"]}
     elif name == "StageStarted":
-        s["stages"][stage_key(f["cycle"], f["index"])] = {
+        s["stages"] = {**state["stages"], stage_key(f["cycle"], f["index"]): {
             "cycle": f["cycle"], "index": f["index"], "type": f["stage_type"],
             "config": f["config"], "inputHash": f["input_hash"], "attempt": f["attempt"],
             "status": "running", "startedAt": f["at"], "progress": None,
-        }
+        }}
     elif name == "StageProgressed":
-        s["stages"][stage_key(f["cycle"], f["index"])]["progress"] = {
-            "fraction": f["fraction"], "message": f["message"], "at": f["at"]}
+        update_stage(progress={"fraction": f["fraction"], "message": f["message"],
+                               "at": f["at"]})
     elif name == "StageCompleted":
-        s["stages"][stage_key(f["cycle"], f["index"])].update(
-            status="completed", outputHash=f["output_hash"], files=f["files"],
-            metrics=f["metrics"], notes=f["notes"], seconds=f["seconds"], completedAt=f["at"],
-        )
+        update_stage(status="completed", outputHash=f["output_hash"], files=f["files"],
+                     metrics=f["metrics"], notes=f["notes"], seconds=f["seconds"],
+                     completedAt=f["at"])
     elif name == "StageFailed":
-        s["stages"][stage_key(f["cycle"], f["index"])].update(
-            status="failed", error={"type": f["error_type"], "message": f["message"]},
-            completedAt=f["at"],
-        )
+        update_stage(status="failed", error={"type": f["error_type"], "message": f["message"]},
+                     completedAt=f["at"])
     elif name == "BenchmarksRecorded":
         s["benchmarks"] = copy.deepcopy(f["benchmarks"])
     elif name == "GateEvaluated":
@@ -93,14 +101,14 @@ def apply(state: State, name: str, f: dict[str, Any]) -> State:
     elif name == "Signed":
         s["integrity"] = copy.deepcopy(f["integrity"])
     elif name == "Published":
-        s.setdefault("publications", []).append({
+        s["publications"] = [*state.get("publications", []), {
             "target": f["target"], "url": f["url"], "publishedAt": f["at"],
             "files": list(f["files"]), "cardHash": f["card_hash"], "forced": f["forced"],
-            "forceReason": f["force_reason"]})
+            "forceReason": f["force_reason"]}]
     elif name == "PublishFailed":
-        s.setdefault("publishFailures", []).append({
+        s["publishFailures"] = [*state.get("publishFailures", []), {
             "target": f["target"], "errorType": f["error_type"], "message": f["message"],
-            "requestId": f["request_id"], "status": f["status"], "at": f["at"]})
+            "requestId": f["request_id"], "status": f["status"], "at": f["at"]}]
     elif name == "Imported":
         # A run that happened elsewhere: its artifact fields are kept exactly as they came.
         s.update(status="completed", endedAt=f["at"], alloyHash=f["fields"].get("alloyHash"),

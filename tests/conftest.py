@@ -72,3 +72,37 @@ def count_events(foundry: Any) -> int:
             f'SELECT COUNT(*) AS n FROM "{recorder.datastore.schema}".{recorder.events_table_name}'
         )
         return int(curs.fetchone()["n"])
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A local Hub (tests/hubserver.py) as HF_ENDPOINT, HF_TOKEN a recognisable secret, and
+    huggingface_hub's shared HTTP client given a short read timeout (its default has none)."""
+    import httpx2
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils import _http
+
+    from tests.hubserver import HUB_CLIENT_TIMEOUT, HUB_TOKEN, HubServer
+
+    def short_timeout_client() -> Any:
+        client = _http.default_client_factory()
+        client.timeout = httpx2.Timeout(HUB_CLIENT_TIMEOUT)
+        return client
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        # adapters/hub.py's client timeout: short, so the timeout test is quick.
+        monkeypatch.setenv("FOUNDRY_HUB_TIMEOUT", str(HUB_CLIENT_TIMEOUT))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        # Read once at import: a value set by an earlier test or the shell would stick.
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)  # nothing leaves the loopback
+        previous = _http._GLOBAL_CLIENT_FACTORY
+        set_client_factory(short_timeout_client)
+        try:
+            yield server
+        finally:
+            set_client_factory(previous)

@@ -1,0 +1,255 @@
+"""`.alloy.json` import and export (adapters/alloy_io.py) on SQLite and PostgreSQL: every real
+file in ../shared/alloys, a round trip of an artifact forged here, and files that cannot be
+imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import structlog
+
+from adapters.alloy_io import export_alloy, import_alloy
+from adapters.handlers import validate_recipe
+from domain.artifact_builder import artifact_id
+from domain.errors import InvalidInputError
+from projections.recipes.fold import META_FIELDS
+from tests.conftest import ROOT, SHARED, count_events
+
+A = "forge_artifacts"
+R = "forge_recipes"
+ALLOYS = sorted((SHARED / "alloys").glob("*.alloy.json"))
+EXECUTED = SHARED / "alloys" / "qwen3.5-4b-code-balanced-executed.alloy.json"
+
+
+# --- fixtures and helpers ------------------------------------------------------------------
+
+@pytest.fixture
+def foundry(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from adapters.bootstrap import Foundry
+
+    monkeypatch.setenv("FOUNDRY_EXECUTORS", "fake")
+    monkeypatch.setenv("FOUNDRY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("FOUNDRY_FAKE_MODELS", str(tmp_path / "fake-models"))
+    for name in ("FOUNDRY_FAKE_SLEEP", "FOUNDRY_FAKE_FAIL_ON"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    structlog.configure(processors=[
+        structlog.processors.add_log_level,
+        structlog.processors.KeyValueRenderer(key_order=["event"]),
+    ])
+    with Foundry.open(store_url) as f:
+        yield f
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    assert result["success"], result
+    return result
+
+
+def count_run_events(foundry: Any) -> int:
+    recorder = foundry.runs.recorder
+    with recorder.datastore.transaction(commit=False) as curs:
+        if foundry.config.kind == "sqlite":
+            curs.execute("SELECT COUNT(*) FROM stored_events")
+            return int(curs.fetchone()[0])
+        curs.execute(
+            f'SELECT COUNT(*) AS n FROM "{recorder.datastore.schema}".{recorder.events_table_name}'
+        )
+        return int(curs.fetchone()["n"])
+
+
+def counts(foundry: Any) -> tuple[int, int]:
+    return count_events(foundry), count_run_events(foundry)
+
+
+def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Every (path, JSON value) at the leaves; an empty object or list is a leaf itself."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from leaves(item, (*path, key))
+    elif isinstance(value, list) and value:
+        for i, item in enumerate(value):
+            yield from leaves(item, (*path, i))
+    else:
+        yield path, json.dumps(value, sort_keys=True)
+
+
+def read(foundry: Any, collection: str, some_id: str) -> dict[str, Any]:
+    found = ok(foundry.execute("data/read", {"collection": collection, "id": some_id}))
+    assert found["found"], found
+    return dict(found["data"])
+
+
+def has_deliver(data: dict[str, Any]) -> list[int]:
+    return [i for i, s in enumerate(data.get("stages") or []) if s.get("type") == "deliver"]
+
+
+# --- the real files --------------------------------------------------------------------------
+
+def test_the_shared_alloys_are_there():
+    assert len(ALLOYS) >= 6, ALLOYS
+    assert EXECUTED in ALLOYS
+    assert any(has_deliver(json.loads(p.read_text())) for p in ALLOYS)
+
+
+@pytest.mark.parametrize("path", ALLOYS, ids=[p.name.removesuffix(".alloy.json")
+                                              for p in ALLOYS])
+def test_a_shared_alloy_imports_and_exports_without_losing_a_field(foundry, path):
+    original = json.loads(path.read_text(encoding="utf-8"))
+    result = import_alloy(foundry, path)
+
+    # The recipe: its authored fields validate as they are stored.
+    recipe = read(foundry, R, result["recipeId"])
+    authored = {k: v for k, v in recipe.items() if k not in META_FIELDS}
+    assert validate_recipe(recipe) == authored
+    assert (recipe["name"], recipe["version"]) == (original["name"], original["version"])
+    assert recipe["stages"][0]["type"] == original["stages"][0]["type"]
+
+    # Legacy `deliver` stages: upgraded, each with a note in the result and in the history.
+    delivers = has_deliver(original)
+    assert len(result["migrations"]) == len(delivers) + (
+        "calibrationCorpora" in original) + (original.get("receipt") == {})
+    for i in delivers:
+        assert recipe["stages"][i]["type"] == "publish"
+        assert any(n.startswith(f"stages.{i}: legacy 'deliver'") for n in result["migrations"])
+    history = ok(foundry.execute("data/history", {"collection": R, "id": result["recipeId"]}))
+    created = history["items"][0]
+    assert created["event"] == "Created"
+    assert path.name in created["reason"]
+    for note in result["migrations"]:
+        assert note in created["reason"]
+
+    # An executed alloy becomes an imported, completed run carrying its results exactly.
+    if "results" in original:
+        assert result["runId"] is not None
+        artifact = read(foundry, A, artifact_id(result["runId"]))
+        assert artifact["results"] == original["results"]
+        assert artifact["provenance"]["imported"] is True
+        assert artifact["provenance"]["sourceFile"] == path.name
+        assert artifact["status"] == "completed"
+        assert artifact["recipeId"] == result["recipeId"]
+        status = ok(foundry.execute("forge/status", {"runId": result["runId"]}))
+        assert status["status"] == "completed" and status["hardwareNode"] == "imported"
+    else:
+        assert result["runId"] is None
+
+    # Export keeps every field of the file, the legacy stage in its legacy shape.
+    exported = export_alloy(foundry, UUID(result["runId"] or result["recipeId"]))
+    missing = set(leaves(original)) - set(leaves(exported))
+    assert not missing, sorted(missing)[:10]
+    for i in delivers:
+        assert exported["stages"][i]["type"] == "deliver"
+
+    # The same file again creates nothing new.
+    before = counts(foundry)
+    again = import_alloy(foundry, path)
+    assert (again["recipeId"], again["runId"]) == (result["recipeId"], result["runId"])
+    assert counts(foundry) == before
+    listed = ok(foundry.execute("data/list", {"collection": R}))
+    assert [i["id"] for i in listed["items"]] == [result["recipeId"]]
+
+
+def test_every_shared_alloy_imports_into_one_store_once(foundry):
+    results = [import_alloy(foundry, p) for p in ALLOYS]
+    before = counts(foundry)
+    assert [import_alloy(foundry, p) for p in ALLOYS] == results
+    assert counts(foundry) == before
+    recipes = ok(foundry.execute("data/list", {"collection": R, "limit": 100}))
+    assert recipes["count"] == len(ALLOYS)
+    artifacts = ok(foundry.execute("data/list", {"collection": A, "limit": 100}))
+    assert artifacts["count"] == sum("results" in json.loads(p.read_text()) for p in ALLOYS)
+
+
+# --- an artifact forged here -----------------------------------------------------------------
+
+def test_an_artifact_forged_here_survives_export_import_export(
+        foundry, recipe_data, tmp_path):
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
+    run = ok(foundry.execute("forge/run", {"recipeId": recipe_id}))
+    assert run["status"] == "completed"
+
+    first = export_alloy(foundry, UUID(run["artifactId"]))
+    assert first["alloyHash"] == run["alloyHash"]
+    assert {"results", "forgedAt", "hardwareVerified", "stages", "source"} <= set(first)
+    assert "id" not in first and "provenance" not in first
+    file = tmp_path / "forged.alloy.json"
+    file.write_text(json.dumps(first, indent=2), encoding="utf-8")
+
+    imported = import_alloy(foundry, file)
+    assert imported["migrations"] == [] and imported["runId"] not in (None, run["runId"])
+    second = export_alloy(foundry, UUID(imported["runId"]))
+    assert second == first
+    # Exported by artifact id, by run id: the same.
+    assert export_alloy(foundry, UUID(artifact_id(imported["runId"]))) == first
+    artifact = read(foundry, A, artifact_id(imported["runId"]))
+    assert artifact["alloyHash"] == run["alloyHash"]
+    assert artifact["results"] == read(foundry, A, run["artifactId"])["results"]
+
+    # Once published, the export carries the receipt, and still round-trips.
+    ok(foundry.execute("forge/publish", {"id": run["runId"],
+                                         "target": f"file://{tmp_path / 'out'}"}))
+    published = export_alloy(foundry, UUID(run["runId"]))
+    assert published["receipt"]["alloyHash"] == run["alloyHash"]
+    assert {k: v for k, v in published.items() if k != "receipt"} == first
+    again = tmp_path / "published.alloy.json"
+    again.write_text(json.dumps(published), encoding="utf-8")
+    assert export_alloy(foundry, UUID(import_alloy(foundry, again)["runId"])) == published
+
+
+# --- files that cannot be imported -----------------------------------------------------------
+
+def _malformed(_data: dict[str, Any]) -> str:
+    return '{"name": "broken",\n  "stages": [}\n'
+
+
+def _bad_level(data: dict[str, Any]) -> str:
+    data["stages"][0]["level"] = 1.5
+    return json.dumps(data)
+
+
+def _unknown_stage(data: dict[str, Any]) -> str:
+    data["stages"][2]["type"] = "transmogrify"
+    return json.dumps(data)
+
+
+def _not_an_object(_data: dict[str, Any]) -> str:
+    return json.dumps([1, 2])
+
+
+BAD_FILES = {
+    "malformed JSON": (_malformed, "file", ["malformed JSON", "line 2"]),
+    "prune level above 0.9": (_bad_level, "stages.0", ["level", "0.9"]),
+    "unknown stage type": (_unknown_stage, "stages.2", ["transmogrify", "prune"]),
+    "not an object": (_not_an_object, "file", ["JSON object"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_file_that_cannot_be_imported_says_why_and_imports_nothing(foundry, tmp_path, case):
+    make, field, words = BAD_FILES[case]
+    path = tmp_path / "bad.alloy.json"
+    path.write_text(make(json.loads(EXECUTED.read_text())), encoding="utf-8")
+    before = counts(foundry)
+    with pytest.raises(InvalidInputError) as raised:
+        import_alloy(foundry, path)
+    error = raised.value
+    assert field in error.field, (error.field, str(error))
+    for word in words:
+        assert word in str(error), (word, str(error))
+    assert counts(foundry) == before == (0, 0)
+    assert ok(foundry.execute("data/list", {"collection": R}))["count"] == 0
+    assert ok(foundry.execute("data/list", {"collection": A}))["count"] == 0
+
+    # A good file imports afterwards as if nothing had happened.
+    assert import_alloy(foundry, EXECUTED)["runId"] is not None
