@@ -1,0 +1,70 @@
+"""The real executors: torch, transformers and peft doing each stage on a local model.
+
+Importing this package imports no ML library: every module imports torch, transformers and
+peft inside the functions that need them. `build_registry()` assembles the worker's registry:
+prune, train, lora and context-extend from here, quant and eval from `executors.real.quant`
+and `executors.real.evaluate`, `resolve_source` as the source resolver and the best device.
+
+Importing it also sets `OMP_WAIT_POLICY=PASSIVE` unless the environment says otherwise: on a
+shared 2-core machine, torch's OpenMP threads spinning against other processes made a
+training step 10-30x slower (0.18 s -> 4-7 s on the tiny model). It only takes effect if
+torch has not been imported yet, so import this package first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from executors.real.context_extend import ContextExtendExecutor
+from executors.real.lora import LoraExecutor
+from executors.real.prune import PruneExecutor
+from executors.real.sources import resolve_source
+from executors.real.train import TrainExecutor
+from executors.registry import ExecutorRegistry
+
+__all__ = [
+    "ContextExtendExecutor",
+    "LoraExecutor",
+    "PruneExecutor",
+    "TrainExecutor",
+    "build_registry",
+    "resolve_source",
+]
+
+
+def _import(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ImportError(
+            f"the real executor registry needs {module}.{name}, which could not be imported "
+            f"({e}); is the `ml` extra installed and {module} present?"
+        ) from e
+    except AttributeError as e:
+        raise ImportError(f"{module} defines no {name}; the real registry needs it") from e
+
+
+def build_registry() -> ExecutorRegistry:
+    """A registry of every real executor, with `resolve_source` and the best device."""
+    from executors.real.common import pick_device
+
+    quant_executor = _import("executors.real.quant", "QuantExecutor")
+    eval_executor = _import("executors.real.evaluate", "EvalExecutor")
+    known_benchmarks = _import("executors.real.evaluate", "KNOWN_BENCHMARKS")
+    return ExecutorRegistry(
+        (
+            PruneExecutor(),
+            TrainExecutor(),
+            LoraExecutor(),
+            ContextExtendExecutor(),
+            quant_executor(),
+            eval_executor(),
+        ),
+        known_benchmarks=known_benchmarks,
+        source_resolver=resolve_source,
+        device=pick_device(),
+    )

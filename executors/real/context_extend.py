@@ -1,0 +1,151 @@
+"""`context-extend`: RoPE scaling for a longer context, optionally a few training steps.
+
+The config gets RoPE scaling for `targetLength` (transformers 5 keeps it in
+`config.rope_parameters`, which also accepts the older `rope_scaling` on load):
+factor = targetLength / original max_position_embeddings, with `yarn`, `linear` or
+`dynamic` (`ntk` and `dynamic-ntk` both map to transformers' `dynamic`, noted), and
+`max_position_embeddings = targetLength` (except for dynamic NTK, which rescales beyond
+max_position_embeddings at run time and so must keep the original value; noted). The model
+is loaded with the new config, so the rotary embedding and any training use the scaled
+frequencies. After saving, the config is read back and the scaling checked; a mismatch
+raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.values.stages import ContextExtendStage
+from executors.base import StageContext, StageReporter, StageResult
+from executors.errors import ExecutorError
+from executors.real.common import (
+    configure_torch,
+    param_count,
+    parse_stage,
+    save_model,
+    set_seed,
+    stage_seed,
+)
+from executors.real.data import corpus_for, token_windows
+from executors.real.train import LoopConfig, run_training
+
+TRAINING_STEP_CAP = 10
+TRAINING_SEQ_CAP = 1024
+LEARNING_RATE = 5e-5
+ROPE_TYPES = {"yarn": "yarn", "linear": "linear", "ntk": "dynamic", "dynamic-ntk": "dynamic"}
+
+
+def _original_length(config: Any) -> int:
+    rope = dict(getattr(config, "rope_parameters", None) or {})
+    original = rope.get("original_max_position_embeddings")
+    if rope.get("rope_type", "default") != "default" and original:
+        return int(original)
+    return int(config.max_position_embeddings)
+
+
+def rope_scaling(config: Any) -> dict[str, Any]:
+    """The config's RoPE parameters (a flat dict; empty when none)."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    return dict(rope or {})
+
+
+def _extended_config(stage: ContextExtendStage, config: Any, notes: list[str]) -> dict[str, Any]:
+    original = _original_length(config)
+    if stage.target_length <= original:
+        raise ExecutorError(
+            f"targetLength {stage.target_length} does not extend the original context of "
+            f"{original} tokens"
+        )
+    factor = stage.target_length / original
+    rope_type = ROPE_TYPES[stage.method]
+    if stage.method != rope_type:
+        notes.append(f"method {stage.method} runs as transformers' rope_type {rope_type!r}")
+    rope = rope_scaling(config)
+    theta = rope.get("rope_theta", getattr(config, "rope_theta", 10_000.0))
+    params: dict[str, Any] = {"rope_type": rope_type, "factor": factor, "rope_theta": theta}
+    if rope_type == "yarn":
+        params["original_max_position_embeddings"] = original
+    if "partial_rotary_factor" in rope:
+        params["partial_rotary_factor"] = rope["partial_rotary_factor"]
+    return params
+
+
+class ContextExtendExecutor:
+    """`context-extend` with yarn, linear, ntk or dynamic-ntk RoPE scaling."""
+
+    stage_type = "context-extend"
+
+    def run(self, ctx: StageContext, reporter: StageReporter) -> StageResult:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        stage = parse_stage(ContextExtendStage, ctx.stage)
+        notes: list[str] = []
+        seed = stage_seed(ctx)
+        set_seed(seed)
+        configure_torch()
+        config = AutoConfig.from_pretrained(ctx.input_dir)
+        original = _original_length(config)
+        params = _extended_config(stage, config, notes)
+        config.rope_parameters = params
+        if params["rope_type"] == "dynamic":
+            notes.append(
+                f"dynamic NTK rescales beyond max_position_embeddings at run time, so it stays "
+                f"{original} (factor {params['factor']:g} reaches {stage.target_length})"
+            )
+        else:
+            config.max_position_embeddings = stage.target_length
+        expected_length = int(config.max_position_embeddings)
+        auto: Any = AutoModelForCausalLM  # untyped in transformers
+        model = auto.from_pretrained(ctx.input_dir, config=config, dtype=torch.float32)
+        model = model.to(ctx.device)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(ctx.input_dir)
+        reporter.progress(0.1, f"rope {params['rope_type']} factor {params['factor']:g}")
+
+        steps = min(stage.training_steps or 0, TRAINING_STEP_CAP)
+        if stage.training_steps and steps < stage.training_steps:
+            notes.append(f"trainingSteps {stage.training_steps} capped at {TRAINING_STEP_CAP}")
+        if steps:
+            seq_len = min(stage.target_length, TRAINING_SEQ_CAP)
+            if seq_len < stage.target_length:
+                notes.append(f"trained on windows of {seq_len} tokens, not {stage.target_length}")
+            if stage.training_dataset:
+                notes.append(
+                    f"trainingDataset {stage.training_dataset!r} is not fetched by this "
+                    "executor: trained on the calibration corpus"
+                )
+            windows = token_windows(
+                tokenizer, corpus_for(ctx), split="calibration", seq_len=seq_len,
+                max_windows=steps, seed=seed,
+            )
+            cfg = LoopConfig(
+                steps=steps, batch_size=1, learning_rate=LEARNING_RATE, device=ctx.device,
+                progress=(0.1, 0.9), label="context-extend",
+            )
+            run_training(model, windows, cfg, reporter)
+        save_model(model, tokenizer, ctx.output_dir)
+
+        reread = AutoConfig.from_pretrained(ctx.output_dir)
+        saved = rope_scaling(reread)
+        if (
+            saved.get("rope_type") != params["rope_type"]
+            or saved.get("factor") != params["factor"]
+            or int(reread.max_position_embeddings) != expected_length
+        ):
+            raise ExecutorError(
+                f"the saved config does not carry the RoPE scaling: expected {params} and "
+                f"max_position_embeddings {expected_length}, read back {saved} and "
+                f"{reread.max_position_embeddings}"
+            )
+        reporter.progress(1.0, "saved and verified")
+        metrics = {
+            "factor": params["factor"],
+            "originalLength": original,
+            "targetLength": stage.target_length,
+            "maxPositionEmbeddings": expected_length,
+            "ropeType": params["rope_type"],
+            "trainingSteps": steps,
+            "params": param_count(model),
+        }
+        return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
