@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from adapters.blobs import hash_dir
+from adapters.blobs import FileRecord, hash_dir, tree_hash
 from domain.artifact_builder import alloy_hash
 from domain.hashing import canonical_json, content_hash, sha256_hex
 
@@ -227,9 +227,27 @@ def sign_payload(payload: Mapping[str, Any], private_key: ec.EllipticCurvePrivat
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+def weights_hash(artifact: Mapping[str, Any], model_dir: Path) -> str:
+    """The weights hash of `model_dir`. A published folder also holds GGUF tiers, the alloy
+    and the cards: when the artifact names its model files (the last stage's `model` files),
+    only those count, so the hash means the same thing as the recorded one."""
+    stages = (artifact.get("provenance") or {}).get("stages") or []
+    names = [f["path"] for f in (stages[-1].get("files") or []) if f.get("role") == "model"] \
+        if stages else []
+    if not names:
+        return hash_dir(model_dir)
+    records = []
+    for name in names:
+        path = model_dir / name
+        digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() \
+            else "missing"
+        records.append(FileRecord(path=name, sha256=digest, size=0, role="model"))
+    return tree_hash(records)
+
+
 def _model_hash(artifact: Mapping[str, Any], model_dir: Path | None) -> str:
     if model_dir is not None:
-        return hash_dir(Path(model_dir))
+        return weights_hash(artifact, Path(model_dir))
     stages = (artifact.get("provenance") or {}).get("stages") or []
     if stages and stages[-1].get("outputHash"):
         return str(stages[-1]["outputHash"])
@@ -321,7 +339,8 @@ def verify(
     links = [_link("alloyHash", artifact.get("alloyHash"), alloy_hash(dict(artifact)),
                    "the recomputed content hash")]
     if model_dir is not None:
-        links.append(_link("weights", integrity.get("modelHash"), hash_dir(Path(model_dir)),
+        links.append(_link("weights", integrity.get("modelHash"),
+                           weights_hash(artifact, Path(model_dir)),
                            "the weights hash of the model directory"))
     if readme is not None:
         links.append(_link("card", receipt.get("cardHash"), sha256_hex(Path(readme).read_bytes()),
