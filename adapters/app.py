@@ -83,16 +83,20 @@ class RecipeBook(Application[UUID]):
         return self._idempotent(command_id, action)
 
     def edit_recipe(
-        self, recipe_id: UUID, new_data: dict[str, Any], *, expected_revision: int | None,
-        author: str, reason: str, command_id: str | None,
+        self, recipe_id: UUID,
+        new_data: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]], *,
+        expected_revision: int | None, author: str, reason: str, command_id: str | None,
     ) -> Result:
+        """Edit to `new_data`, or to `new_data(current data)`: a partial update must merge
+        into the data it is saved on top of, or it would undo a concurrent edit."""
         def action() -> Result:
             recipe = self.get_recipe(recipe_id)
             previous = recipe.revision
             if expected_revision is not None and expected_revision != previous:
                 raise RevisionConflictError(str(recipe_id), expected_revision, previous)
+            data = new_data(dict(recipe.data)) if callable(new_data) else new_data
             changes = recipe.edit(
-                {**new_data, "id": str(recipe_id)}, author=author, reason=reason,
+                {**data, "id": str(recipe_id)}, author=author, reason=reason,
                 command_id=command_id,
             )
             result = {

@@ -63,10 +63,8 @@ def data_read(foundry: Foundry, params: dict[str, Any]) -> Result:
 def data_update(foundry: Foundry, params: dict[str, Any]) -> Result:
     cmd = validate_model(c.UpdateEntity, params)
     _refuse_artifact_writes(cmd.collection)
-    recipe_id = parse_uuid(cmd.id)
-    current = foundry.recipes.get_recipe(recipe_id).data
-    merged = {**current, **cmd.data}
-    return _edit(foundry, cmd, merged)
+    foundry.recipes.get_recipe(parse_uuid(cmd.id))  # not found: a clear error first
+    return _edit(foundry, cmd, lambda current: {**current, **cmd.data})
 
 
 def data_upsert(foundry: Foundry, params: dict[str, Any]) -> Result:
@@ -87,9 +85,16 @@ def data_upsert(foundry: Foundry, params: dict[str, Any]) -> Result:
     return {"created": False, **_edit(foundry, cmd, dict(cmd.data))}
 
 
-def _edit(foundry: Foundry, cmd: c.UpdateEntity | c.UpsertEntity, data: dict[str, Any]) -> Result:
+def _edit(foundry: Foundry, cmd: c.UpdateEntity | c.UpsertEntity,
+          data: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> Result:
+    """Validate and save. `data` may be a function of the current data (a partial update),
+    applied to the very revision the edit is saved on."""
     recipe_id = parse_uuid(cmd.id)
-    new_data = validate_recipe({k: v for k, v in data.items() if v is not None})
+
+    def new_data(current: dict[str, Any]) -> dict[str, Any]:
+        merged = data(current) if callable(data) else data
+        return validate_recipe({k: v for k, v in merged.items() if v is not None})
+
     result = foundry.recipes.edit_recipe(
         recipe_id, new_data, expected_revision=cmd.expected_revision,
         author=cmd.author, reason=cmd.reason, command_id=cmd.command_id,
