@@ -57,21 +57,52 @@ def foundry(store_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture
+def forge_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fake executors, a fresh state dir and fake model dir; workers inherit all of it."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("FOUNDRY_EXECUTORS", "fake")
+    monkeypatch.setenv("FOUNDRY_STATE_DIR", str(state))
+    monkeypatch.setenv("FOUNDRY_FAKE_MODELS", str(tmp_path / "fake-models"))
+    monkeypatch.setenv("FOUNDRY_KEYS_DIR", str(tmp_path / "keys"))  # no key: runs are unsigned
+    monkeypatch.delenv("FOUNDRY_FAKE_SLEEP", raising=False)
+    monkeypatch.delenv("FOUNDRY_FAKE_FAIL_ON", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    # Plain log lines: the default rich renderer prints every local of an injected stage
+    # failure, which costs half a second per failed run (conftest resets this afterwards).
+    structlog.configure(processors=[
+        structlog.processors.add_log_level, structlog.processors.format_exc_info,
+        structlog.processors.KeyValueRenderer(key_order=["event"]),
+    ])
+    return state
+
+
+@pytest.fixture
 def recipe_data() -> dict[str, Any]:
     return json.loads(EXAMPLE.read_text())
 
 
-def count_events(foundry: Any) -> int:
-    """Rows in the recipe event table, counted in the database itself."""
-    recorder = foundry.recipes.recorder
+def count_stored_events(app: Any, kind: str) -> int:
+    """Rows in an application's event table, counted in the database itself."""
+    recorder = app.recorder
     with recorder.datastore.transaction(commit=False) as curs:
-        if foundry.config.kind == "sqlite":
+        if kind == "sqlite":
             curs.execute("SELECT COUNT(*) FROM stored_events")
             return int(curs.fetchone()[0])
         curs.execute(
             f'SELECT COUNT(*) AS n FROM "{recorder.datastore.schema}".{recorder.events_table_name}'
         )
         return int(curs.fetchone()["n"])
+
+
+def count_events(foundry: Any) -> int:
+    """Rows in the recipe event table."""
+    return count_stored_events(foundry.recipes, foundry.config.kind)
+
+
+def count_run_events(foundry: Any) -> int:
+    """Rows in the run event table."""
+    return count_stored_events(foundry.runs, foundry.config.kind)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from adapters.handlers import validate_recipe
 from domain.artifact_builder import artifact_id
 from domain.errors import InvalidInputError
 from projections.recipes.fold import META_FIELDS
-from tests.conftest import ROOT, SHARED, count_events
+from tests.conftest import ROOT, SHARED, count_events, count_run_events
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -53,18 +53,6 @@ def foundry(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def ok(result: dict[str, Any]) -> dict[str, Any]:
     assert result["success"], result
     return result
-
-
-def count_run_events(foundry: Any) -> int:
-    recorder = foundry.runs.recorder
-    with recorder.datastore.transaction(commit=False) as curs:
-        if foundry.config.kind == "sqlite":
-            curs.execute("SELECT COUNT(*) FROM stored_events")
-            return int(curs.fetchone()[0])
-        curs.execute(
-            f'SELECT COUNT(*) AS n FROM "{recorder.datastore.schema}".{recorder.events_table_name}'
-        )
-        return int(curs.fetchone()["n"])
 
 
 def counts(foundry: Any) -> tuple[int, int]:

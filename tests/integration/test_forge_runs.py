@@ -21,7 +21,6 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-import structlog
 
 from adapters.blobs import FileRecord
 from domain.artifact_builder import alloy_hash, artifact_id
@@ -34,7 +33,7 @@ from domain.errors import (
 from domain.forge_run import ForgeRun
 from domain.values.artifact import ForgeArtifact
 from executors.fake import FakeExecutor, build_fake_registry
-from tests.conftest import PG_SERVER, ROOT
+from tests.conftest import PG_SERVER, count_events, count_run_events
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -52,27 +51,6 @@ PLAN = [(1, 0, "prune"), (1, 1, "train"), (1, 2, "lora"),
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
-
-@pytest.fixture
-def forge_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Fake executors, a fresh state dir and fake model dir; workers inherit all of it."""
-    state = tmp_path / "state"
-    monkeypatch.setenv("FOUNDRY_EXECUTORS", "fake")
-    monkeypatch.setenv("FOUNDRY_STATE_DIR", str(state))
-    monkeypatch.setenv("FOUNDRY_FAKE_MODELS", str(tmp_path / "fake-models"))
-    monkeypatch.setenv("FOUNDRY_KEYS_DIR", str(tmp_path / "keys"))  # no key: runs are unsigned
-    monkeypatch.delenv("FOUNDRY_FAKE_SLEEP", raising=False)
-    monkeypatch.delenv("FOUNDRY_FAKE_FAIL_ON", raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    # Plain log lines: the default rich renderer prints every local of an injected stage
-    # failure, which costs half a second per failed run (conftest resets this afterwards).
-    structlog.configure(processors=[
-        structlog.processors.add_log_level, structlog.processors.format_exc_info,
-        structlog.processors.KeyValueRenderer(key_order=["event"]),
-    ])
-    return state
-
 
 @pytest.fixture
 def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
@@ -118,19 +96,6 @@ def run_events(foundry: Any, run_id: str) -> list[Any]:
 
 def names(events: list[Any]) -> list[str]:
     return [type(e).__name__ for e in events]
-
-
-def count_run_events(foundry: Any) -> int:
-    """Rows in the runs event table, counted in the database itself."""
-    recorder = foundry.runs.recorder
-    with recorder.datastore.transaction(commit=False) as curs:
-        if foundry.config.kind == "sqlite":
-            curs.execute("SELECT COUNT(*) FROM stored_events")
-            return int(curs.fetchone()[0])
-        curs.execute(
-            f'SELECT COUNT(*) AS n FROM "{recorder.datastore.schema}".{recorder.events_table_name}'
-        )
-        return int(curs.fetchone()["n"])
 
 
 def read_artifact(foundry: Any, run_id: str) -> dict[str, Any]:
@@ -426,7 +391,6 @@ BAD_REQUESTS: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str, s
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_a_bad_forge_request_is_refused_clearly_and_writes_no_run_event(foundry, recipe, case):
-    from tests.conftest import count_events
 
     make, code, words = BAD_REQUESTS[case]
     params = make(recipe)

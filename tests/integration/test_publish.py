@@ -9,7 +9,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from uuid import UUID
 
 import psycopg
 import pytest
-import structlog
 
 from adapters.cards import render_cards
 from domain.artifact_builder import alloy_hash, artifact_id
-from tests.conftest import PG_SERVER, ROOT
+from tests.conftest import PG_SERVER
 from tests.hubserver import HUB_CLIENT_TIMEOUT, HUB_TOKEN
 
 A = "forge_artifacts"
@@ -31,23 +29,6 @@ REPO = "org/repo"
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
-
-@pytest.fixture
-def forge_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state = tmp_path / "state"
-    monkeypatch.setenv("FOUNDRY_EXECUTORS", "fake")
-    monkeypatch.setenv("FOUNDRY_STATE_DIR", str(state))
-    monkeypatch.setenv("FOUNDRY_FAKE_MODELS", str(tmp_path / "fake-models"))
-    for name in ("FOUNDRY_FAKE_SLEEP", "FOUNDRY_FAKE_FAIL_ON"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    structlog.configure(processors=[
-        structlog.processors.add_log_level, structlog.processors.format_exc_info,
-        structlog.processors.KeyValueRenderer(key_order=["event"]),
-    ])
-    return state
-
 
 @pytest.fixture
 def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
