@@ -154,12 +154,10 @@ def _run_of(foundry: Foundry, some_id: UUID) -> UUID:
     if some_id in foundry.runs.repository:
         return some_id
     foundry.artifact_host.catch_up()
-    view = foundry.artifact_view
-    rows = view.fetch(f"SELECT * FROM {view.table} WHERE id = {view.placeholder()}",
-                      [str(some_id)])
-    if not rows:
+    row = foundry.artifact_view.get(str(some_id))
+    if row is None:
         raise InvalidInputError("id", f"{some_id} is no run or artifact in this store")
-    return UUID(rows[0]["run_id"])
+    return UUID(row["run_id"])
 
 
 def forge_status(foundry: Foundry, params: dict[str, Any]) -> Result:

@@ -201,9 +201,8 @@ def _spec(view: Any, collection: str, include_archived: bool) -> Any:
 def _read_item(foundry: Foundry, entity_id: str, collection: str = c.RECIPES) -> Any:
     parse_uuid(entity_id)
     view = _view(foundry, collection)
-    rows = view.fetch(f"SELECT * FROM {view.table} WHERE id = {view.placeholder()}",
-                      [entity_id])
-    return _TO_ITEM[collection](rows[0]) if rows else None
+    row = view.get(entity_id)
+    return _TO_ITEM[collection](row) if row else None
 
 
 def _get_path(item: dict[str, Any], path: str) -> Any:

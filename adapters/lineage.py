@@ -124,10 +124,8 @@ def audit_replay(foundry: Foundry, params: dict[str, Any]) -> Result:
         row = fold(row, event)
     assert row is not None
     replayed = row["doc"]
-    view_rows = foundry.artifact_view.fetch(
-        f"SELECT * FROM {foundry.artifact_view.table} WHERE id = "
-        f"{foundry.artifact_view.placeholder()}", [artifact_id(str(run_id))])
-    stored_doc = view_rows[0]["doc"] if view_rows else None
+    view_row = foundry.artifact_view.get(artifact_id(str(run_id)))
+    stored_doc = view_row["doc"] if view_row else None
     differences = _diff(stored_doc, replayed, "") if stored_doc is not None else ["no view row"]
     sealed = row["state"]["alloyHash"]
     recomputed = alloy_hash(replayed) if sealed else None

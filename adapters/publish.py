@@ -56,12 +56,7 @@ def stage_files(foundry: Foundry, state: run_state.State, dest: Path) -> list[st
 def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = False,
                 reason: str = "") -> dict[str, Any]:
     run = foundry.runs.get_run(run_id)
-    if run.status != "completed":
-        raise RunStateError(str(run_id), f"cannot publish: the run is {run.status}")
-    gate = run.state["gate"] or {}
-    if not gate.get("passed") and not (force and reason.strip()):
-        raise RunStateError(str(run_id), "cannot publish: the gate failed ("
-                            + "; ".join(gate.get("reasons", [])) + "); use force with a reason")
+    run.check_publishable(forced=force, force_reason=reason)  # before anything is uploaded
     from adapters.cards import card_hash, render_cards
 
     artifact = publishable_artifact(run.state)

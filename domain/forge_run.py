@@ -201,14 +201,19 @@ class ForgeRun(Aggregate):
             raise RunStateError(str(self.id), f"cannot {what}: the run is {self.status}; only a "
                                 "completed, sealed run publishes")
 
-    def record_publication(self, *, target: str, url: str, files: list[str],
-                           card_hash: str, forced: bool, force_reason: str, at: str) -> None:
+    def check_publishable(self, *, forced: bool, force_reason: str) -> None:
+        """Raise unless the run completed and its gate passed, or it is forced with a reason.
+        Publishing checks this before uploading anything; recording checks it again."""
         self._publishable("publish")
         gate = self.state["gate"] or {}
         if not gate.get("passed") and not (forced and force_reason.strip()):
             raise RunStateError(
                 str(self.id), "cannot publish: the gate failed ("
                 + "; ".join(gate.get("reasons", [])) + "); force it with a reason")
+
+    def record_publication(self, *, target: str, url: str, files: list[str],
+                           card_hash: str, forced: bool, force_reason: str, at: str) -> None:
+        self.check_publishable(forced=forced, force_reason=force_reason)
         self._apply("Published", target=target, url=url, files=files, card_hash=card_hash,
                     forced=forced, force_reason=force_reason, at=at)
 

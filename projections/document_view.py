@@ -130,6 +130,12 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
             c.execute(sql, list(params))
             return c.fetchone()[0]
 
+    def get(self, key: str) -> Row | None:
+        """The row with this key, or None."""
+        rows = self.fetch(
+            f"SELECT * FROM {self.table} WHERE {self.schema.key} = {self.placeholder()}", [key])
+        return rows[0] if rows else None
+
     def placeholder(self) -> str:
         return "?"
 
@@ -211,6 +217,12 @@ class PostgresDocumentView(PostgresTrackingRecorder):
             row = curs.fetchone()
             assert row is not None
             return next(iter(row.values()))
+
+    def get(self, key: str) -> Row | None:
+        """The row with this key, or None."""
+        rows = self.fetch(
+            f"SELECT * FROM {self.table} WHERE {self.schema.key} = {self.placeholder()}", [key])
+        return rows[0] if rows else None
 
     def placeholder(self) -> str:
         return "%s"
