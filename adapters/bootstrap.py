@@ -23,6 +23,7 @@ from projections.recipes.view import RecipeViewPostgres, RecipeViewSQLite
 
 if TYPE_CHECKING:
     from adapters.blobs import BlobStore
+    from adapters.run_dispatch import RunDispatcher
     from executors.registry import ExecutorRegistry
 
 RECIPE_VIEW_NAME = "recipeview"
@@ -34,7 +35,7 @@ ENV_EXECUTORS = "FOUNDRY_EXECUTORS"
 class Foundry:
     """The running system for one store: applications, views and their hosts."""
 
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, *, state_dir: Path | None = None) -> None:
         import structlog
 
         if not structlog.is_configured():
@@ -53,8 +54,10 @@ class Foundry:
             self.artifact_view: Any = _build_view(config, ARTIFACT_VIEW_NAME, artifact_view)
         self.recipe_host = ProjectionHost(self.recipes, self.recipe_view, RECIPE_TOPICS)
         self.artifact_host = ProjectionHost(self.runs, self.artifact_view, ARTIFACT_TOPICS)
-        self.state_dir = Path(os.environ.get(ENV_STATE_DIR) or config.default_state_dir())
+        self.state_dir = state_dir or Path(
+            os.environ.get(ENV_STATE_DIR) or config.default_state_dir())
         self._registry: ExecutorRegistry | None = None
+        self._run_dispatcher: RunDispatcher | None = None
         self._lock = threading.RLock()
         # The CLI sets this to draw progress; every stage event of a run is passed to it.
         self.progress_listener: Any = lambda _event: None
@@ -84,13 +87,26 @@ class Foundry:
                 self._registry = build_registry()
         return self._registry
 
+    @property
+    def run_dispatcher(self) -> RunDispatcher:
+        """How forge/run gets a run executed: FOUNDRY_DISPATCHER=in-process (default) or
+        ray (adapters/run_dispatch.py)."""
+        if self._run_dispatcher is None:
+            from adapters.run_dispatch import dispatcher_from_env
+
+            self._run_dispatcher = dispatcher_from_env()
+        return self._run_dispatcher
+
     def use_registry(self, registry: ExecutorRegistry) -> None:
         self._registry = registry
 
     @classmethod
-    def open(cls, database_url: str | None = None) -> Foundry:
-        """Open the store named by `database_url`, FOUNDRY_DATABASE_URL, or the default."""
-        return cls(parse_database_url(resolve_database_url(database_url)))
+    def open(cls, database_url: str | None = None, *, state_dir: Path | None = None
+             ) -> Foundry:
+        """Open the store named by `database_url`, FOUNDRY_DATABASE_URL, or the default.
+        Blobs and heartbeats live in `state_dir`, else FOUNDRY_STATE_DIR, else next to the
+        store (SQLite) or in the user data dir (PostgreSQL)."""
+        return cls(parse_database_url(resolve_database_url(database_url)), state_dir=state_dir)
 
     def app_env(self, purpose: str) -> dict[str, str]:
         """The eventsourcing environment of an application ('' recipes, 'runs' runs)."""
@@ -157,11 +173,7 @@ def _ddl_guard(config: StoreConfig) -> Iterator[None]:
         return
     import psycopg
 
-    conninfo = {
-        "dbname": config.pg_dbname, "host": config.pg_host, "port": config.pg_port,
-        "user": config.pg_user, "password": config.pg_password, "connect_timeout": 10,
-    }
-    with psycopg.connect(**conninfo, autocommit=True) as conn:  # type: ignore[arg-type]
+    with psycopg.connect(**config.pg_conninfo(), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(7361001)")
         try:
             if config.pg_schema:

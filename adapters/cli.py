@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    if not getattr(args, "needs_store", True):
+        code: int = args.run(None, args)
+        return code
     from adapters.bootstrap import Foundry
     from adapters.dispatcher import failure
     from adapters.errors import StoreUnavailableError
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     with foundry:
         try:
-            code: int = args.run(foundry, args)
+            code = args.run(foundry, args)
         except FoundryError as e:  # a bad file or JSON argument: an envelope, no traceback
             _print(failure(e))
             return 1
@@ -74,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli_alloy import add_alloy_commands
 
     add_alloy_commands(sub)
+    from adapters.cli_cluster import add_cluster_commands
+
+    add_cluster_commands(sub)
     p = sub.add_parser("projections", help="projection maintenance")
     psub = p.add_subparsers(metavar="ACTION")
     r = psub.add_parser("rebuild", help="drop every view and replay all events into it")

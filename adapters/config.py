@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import platformdirs
@@ -44,6 +44,17 @@ class StoreConfig:
         return (
             f"postgresql://{self.pg_user}@{self.pg_host}:{self.pg_port}/{self.pg_dbname}{schema}"
         )
+
+    def pg_conninfo(self) -> dict[str, Any]:
+        """psycopg connection arguments for a connection of our own (locks, leases)."""
+        return {
+            "dbname": self.pg_dbname, "host": self.pg_host, "port": self.pg_port,
+            "user": self.pg_user, "password": self.pg_password or None, "connect_timeout": 10,
+            # A node that vanishes must not hold its locks for hours: the server drops the
+            # session (and its advisory locks) once keepalives go unanswered.
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
 
     def sqlite_file(self, purpose: str) -> Path:
         """The SQLite file of one application: '' (recipes), 'runs' or 'views'."""
@@ -114,7 +125,9 @@ def parse_database_url(url: str) -> StoreConfig:
             pg_host=parts.hostname or "127.0.0.1",
             pg_port=parts.port or 5432,
             pg_user=unquote(parts.username or "postgres"),
-            pg_password=unquote(parts.password or ""),
+            # No password in the URL: libpq's PGPASSWORD, so that a URL handed to another
+            # node (the Ray dispatcher does that) need not carry the secret.
+            pg_password=unquote(parts.password or "") or os.environ.get("PGPASSWORD", ""),
             pg_schema=_schema_param(parts.query),
         )
     raise InvalidInputError(

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from adapters.dispatcher import EXTRA_HANDLERS
-from adapters.orchestrator import Orchestrator, utc_now
+from adapters.orchestrator import utc_now
 from adapters.progress import read_beat
 from adapters.runs_app import run_id_for
 from adapters.validation import parse_uuid, validate_model
@@ -93,6 +91,7 @@ def _check_executable(foundry: Foundry, recipe: dict[str, Any]) -> None:
 
 
 def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result:
+    dispatcher = foundry.run_dispatcher
     summary = _summary(foundry, run_id)
     owner = summary["owner"]
     if summary["status"] == "running" and owner and owner.get("alive"):
@@ -100,29 +99,14 @@ def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result
         if not repeated:
             raise RunStateError(str(run_id), f"cannot resume: worker pid {owner['pid']} on "
                                 f"{owner['host']} is still running it")
-        return {**summary, "repeated": True, "detached": True, "workerPid": owner["pid"]}
+        return {**summary, "repeated": True, "detached": True, "workerPid": owner["pid"],
+                "dispatcher": dispatcher.name}
+    extra = dispatcher.dispatch(foundry, run_id, wait=wait)
+    result = {**_summary(foundry, run_id), "repeated": repeated, "dispatcher": dispatcher.name,
+              **extra}
     if wait:
-        orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
-                                    foundry.state_dir, listener=foundry.progress_listener)
-        orchestrator.execute(run_id)
-        return {**_summary(foundry, run_id), "repeated": repeated,
-                **_publish_after_run(foundry, run_id)}
-    pid = spawn_worker(foundry, run_id)
-    return {**_summary(foundry, run_id), "repeated": repeated, "detached": True,
-            "workerPid": pid}
-
-
-def spawn_worker(foundry: Foundry, run_id: UUID) -> int:
-    """Start `python -m adapters.worker RUN_ID` in its own session; it outlives this one."""
-    log_dir = foundry.state_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with (log_dir / f"{run_id}.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "adapters.worker", str(run_id), "--db",
-             foundry.config.url],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-        )
-    return proc.pid
+        result.update(_publish_after_run(foundry, run_id))
+    return result
 
 
 def _publish_after_run(foundry: Foundry, run_id: UUID) -> Result:
@@ -178,7 +162,22 @@ def _summary(foundry: Foundry, run_id: UUID) -> Result:
                                           "outputHash", "seconds", "progress", "error")}
                    for r in stages],
         "owner": _owner(foundry, run_id, s),
+        "dispatches": len(s.get("dispatches", [])),
+        **({"waiting": _waiting(s)} if s["status"] == "requested" else {}),
     }
+
+
+def _waiting(state: dict[str, Any]) -> str:
+    """Why a requested run has not started: what `forge/status` answers while it waits."""
+    if state.get("queue"):
+        return f"queued since {state['queue']['at']}: {state['queue']['reason']}"
+    if state.get("dispatches"):
+        last = state["dispatches"][-1]
+        selector = ", ".join(f"{k}={v}" for k, v in last["labelSelector"].items()) or "any"
+        return (f"submitted by {last['dispatcher']} at {last['at']}; waiting for a free slot "
+                f"on a worker with {selector}")
+    return ("requested; not submitted yet (with FOUNDRY_DISPATCHER=ray, `foundry dispatcher`"
+            " submits it)")
 
 
 def _owner(foundry: Foundry, run_id: UUID, state: dict[str, Any]) -> Result | None:

@@ -87,8 +87,10 @@ class Orchestrator:
 
     def __init__(self, runs: ForgeRuns, registry: ExecutorRegistry, blobs: BlobStore,
                  state_dir: Path, *, progress_interval: float = 5.0,
-                 listener: ProgressListener | None = None) -> None:
+                 listener: ProgressListener | None = None,
+                 node: dict[str, str] | None = None) -> None:
         self.runs, self.registry, self.blobs = runs, registry, blobs
+        self.node = node  # the cluster node this executes on (recorded with each attempt)
         self.state_dir, self.progress_interval = state_dir, progress_interval
         self.listener = listener or (lambda _event: None)
 
@@ -104,7 +106,8 @@ class Orchestrator:
             if run.status != "sealed":
                 attempt = self.runs.record(run_id, lambda r: r.start(
                     worker_host=socket.gethostname(), pid=os.getpid(),
-                    software=software_versions(), device=self.registry.device, at=utc_now()))
+                    software=software_versions(), device=self.registry.device, at=utc_now(),
+                    node=self.node))
                 log.info("run_started", attempt=attempt)
                 work = self.state_dir / "work" / str(run_id) / f"attempt-{attempt}"
                 try:

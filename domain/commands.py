@@ -89,7 +89,10 @@ class EntityHistory(Frozen):
     after_revision: int = Field(default=0, ge=0)
 
 
-HARDWARE_NODE = r"^(any|[a-z0-9][a-z0-9._-]{0,62}@(any|[a-z0-9][a-z0-9._-]{0,62}))$"
+# <class>@<site>, <class>@any or any. Each name is also a valid Ray label value (at most 63
+# characters, alphanumeric at both ends), so the Ray dispatcher can select nodes by it.
+_NODE_NAME = r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?"
+HARDWARE_NODE = rf"^(any|{_NODE_NAME}@(any|{_NODE_NAME}))$"
 PUBLISH_TARGET = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|file:///\S+)$"
 
 

@@ -105,15 +105,35 @@ class ForgeRun(Aggregate):
     # --- commands ------------------------------------------------------------------------
 
     def start(self, *, worker_host: str, pid: int, software: dict[str, str], device: str,
-              at: str) -> int:
+              at: str, node: dict[str, str] | None = None) -> int:
         """A worker takes the run (first start or a resume); returns the attempt number."""
         self._not_ended("start")
         if self.status == "sealed":
             raise RunStateError(str(self.id), "cannot start: the run is already sealed")
         attempt = run_state.current_attempt(self.state) + 1
         self._apply("Started", attempt=attempt, worker_host=worker_host, pid=pid,
-                    software=software, device=device, at=at)
+                    software=software, device=device, at=at, node=node)
         return attempt
+
+    def queue(self, *, reason: str, at: str) -> bool:
+        """Say why a run waits to be dispatched (no worker offers its node class, say): a
+        new run, or an interrupted one whose node is gone. Recorded only when the reason
+        changes; True when recorded. Started and Dispatched clear it."""
+        self._not_ended("queue")
+        current = self.state.get("queue")
+        if current is not None and current["reason"] == reason:
+            return False
+        self._apply("Queued", reason=reason, at=at)
+        return True
+
+    def dispatch(self, *, dispatcher: str, label_selector: dict[str, str],
+                 resources: dict[str, float], at: str) -> int:
+        """A dispatcher handed the run to a cluster; returns the dispatch number."""
+        self._not_ended("dispatch")
+        number = len(self.state.get("dispatches", [])) + 1
+        self._apply("Dispatched", dispatcher=dispatcher, label_selector=label_selector,
+                    resources=resources, at=at)
+        return number
 
     def resolve_source(self, *, base_model: str, source_hash: str,
                        files: list[dict[str, Any]], at: str) -> None:
@@ -243,6 +263,7 @@ class ForgeRun(Aggregate):
         software: dict[str, str]
         device: str
         at: str
+        node: dict[str, str] | None  # the cluster node (Ray id, class, site); None when local
 
     class SourceResolved(RunEvent):
         TOPIC = "foundry.ForgeRun.SourceResolved"
@@ -345,6 +366,18 @@ class ForgeRun(Aggregate):
         status: int | None
         at: str
 
+    class Queued(RunEvent):
+        TOPIC = "foundry.ForgeRun.Queued"
+        reason: str
+        at: str
+
+    class Dispatched(RunEvent):
+        TOPIC = "foundry.ForgeRun.Dispatched"
+        dispatcher: str
+        label_selector: dict[str, str]
+        resources: dict[str, float]
+        at: str
+
     class Cancelled(RunEvent):
         TOPIC = "foundry.ForgeRun.Cancelled"
         by: str
@@ -360,6 +393,7 @@ EVENT_TOPICS = tuple(
         ForgeRun.StageProgressed, ForgeRun.StageCompleted, ForgeRun.StageFailed,
         ForgeRun.BenchmarksRecorded, ForgeRun.GateEvaluated, ForgeRun.Sealed,
         ForgeRun.Completed, ForgeRun.Failed, ForgeRun.Cancelled, ForgeRun.Signed,
-        ForgeRun.Published, ForgeRun.PublishFailed, ForgeRun.Imported,
+        ForgeRun.Published, ForgeRun.PublishFailed, ForgeRun.Imported, ForgeRun.Queued,
+        ForgeRun.Dispatched,
     )
 )

@@ -45,6 +45,8 @@ def initial(fields: dict[str, Any]) -> State:
         "integrity": None,
         "publications": [],
         "publishFailures": [],
+        "queue": None,
+        "dispatches": [],
     }
 
 
@@ -64,9 +66,12 @@ def apply(state: State, name: str, f: dict[str, Any]) -> State:
 
     if name == "Started":
         s["status"] = "running"
+        s["queue"] = None
         s["attempts"] = [*state["attempts"], {
             "attempt": f["attempt"], "workerHost": f["worker_host"], "pid": f["pid"],
             "software": f["software"], "device": f["device"], "startedAt": f["at"],
+            # Events recorded before cluster dispatch existed carry no node.
+            **({"node": f["node"]} if f.get("node") else {}),
         }]
     elif name == "SourceResolved":
         s["source"] = {"baseModel": f["base_model"], "sourceHash": f["source_hash"],
@@ -114,6 +119,14 @@ def apply(state: State, name: str, f: dict[str, Any]) -> State:
         s.update(status="completed", endedAt=f["at"], alloyHash=f["fields"].get("alloyHash"),
                  imported={"fields": copy.deepcopy(f["fields"]), "sourceFile": f["source_file"],
                            "fileSha256": f["file_sha256"], "importedAt": f["at"]})
+    elif name == "Queued":
+        s["queue"] = {"reason": f["reason"], "at": f["at"]}
+    elif name == "Dispatched":
+        # Operational facts, not content: the artifact builder does not read them.
+        s["queue"] = None
+        s["dispatches"] = [*state.get("dispatches", []), {
+            "dispatcher": f["dispatcher"], "labelSelector": dict(f["label_selector"]),
+            "resources": dict(f["resources"]), "at": f["at"]}]
     elif name == "Cancelled":
         s.update(status="cancelled", endedAt=f["at"],
                  cancellation={"by": f["by"], "reason": f["reason"]})

@@ -1,0 +1,139 @@
+"""How a requested run gets executed. Chosen by FOUNDRY_DISPATCHER:
+
+- `in-process` (the default): `forge/run` executes the run in the calling process, or with
+  `wait: false` in a detached worker process on this machine (`python -m adapters.worker`).
+- `ray`: `forge/run` only records the request. `foundry dispatcher`, a long-lived reconciler
+  on the Ray head (adapters/ray_dispatch.py), submits it to a worker node that matches its
+  `hardwareNode`; with `wait: true` the caller follows the run's events until it ends.
+
+Either way an attempt executes under a lease (adapters/lease.py): two attempts of one run
+never execute at once, whichever process or node they are on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+from adapters.lease import RunLease
+from adapters.orchestrator import Orchestrator, ProgressListener, RunOutcome
+from domain.errors import InvalidInputError, RunStateError
+
+if TYPE_CHECKING:
+    from adapters.bootstrap import Foundry
+
+ENV_DISPATCHER = "FOUNDRY_DISPATCHER"
+Result = dict[str, Any]
+
+
+class RunDispatcher(Protocol):
+    name: str
+
+    def dispatch(self, foundry: Foundry, run_id: UUID, *, wait: bool) -> Result:
+        """Get the requested (or interrupted) run executed; with `wait`, return once it
+        ended. Returns what the caller should add to the run summary."""
+
+
+def execute_leased(foundry: Foundry, run_id: UUID, *, wait_seconds: float,
+                   listener: ProgressListener | None = None,
+                   node: dict[str, str] | None = None) -> RunOutcome | None:
+    """Execute (or resume) the run under its lease; None if another attempt kept the lease
+    for `wait_seconds`."""
+    with RunLease(foundry.config, foundry.state_dir, run_id) as lease:
+        if not lease.acquire(wait_seconds):
+            return None
+        orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
+                                    foundry.state_dir, listener=listener, node=node)
+        return orchestrator.execute(run_id)
+
+
+class InProcessDispatcher:
+    """This process (`wait`) or a detached worker process on this machine."""
+
+    name = "in-process"
+
+    def __init__(self, lease_wait_seconds: float = 10.0) -> None:
+        # A killed worker's lease is freed when the kernel (SQLite) or the server
+        # (PostgreSQL: once it sees the socket close) notices; a resume right after the kill
+        # waits that long rather than failing.
+        self.lease_wait_seconds = lease_wait_seconds
+
+    def dispatch(self, foundry: Foundry, run_id: UUID, *, wait: bool) -> Result:
+        if not wait:
+            return {"detached": True, "workerPid": spawn_worker(foundry, run_id)}
+        outcome = execute_leased(foundry, run_id, wait_seconds=self.lease_wait_seconds,
+                                 listener=foundry.progress_listener)
+        if outcome is None:
+            raise RunStateError(str(run_id), "cannot execute: another attempt holds the "
+                                "run's lease (forge/status shows its owner)")
+        return {}
+
+
+def spawn_worker(foundry: Foundry, run_id: UUID) -> int:
+    """Start `python -m adapters.worker RUN_ID` in its own session; it outlives this one."""
+    log_dir = foundry.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"{run_id}.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "adapters.worker", str(run_id), "--db",
+             foundry.config.url, "--state-dir", str(foundry.state_dir)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )
+    return proc.pid
+
+
+class ClusterDispatcher:
+    """Ray: the request is all this side records; `foundry dispatcher` submits it. With
+    `wait`, follow the run's events (and feed the progress listener) until it ends."""
+
+    name = "ray"
+
+    def __init__(self, poll_seconds: float = 0.5) -> None:
+        self.poll_seconds = poll_seconds
+
+    def dispatch(self, foundry: Foundry, run_id: UUID, *, wait: bool) -> Result:
+        if not wait:
+            return {"detached": True}
+        follow_run(foundry, run_id, self.poll_seconds)
+        return {}
+
+
+def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
+    """Block until the run ends, passing stage transitions to the progress listener."""
+    seen: dict[str, str] = {}
+    while True:
+        run = foundry.runs.get_run(run_id)
+        for key, record in sorted(run.state["stages"].items()):
+            status = record["status"]
+            if seen.get(key) == status:
+                continue
+            seen[key] = status
+            event: Result = {"cycle": record["cycle"], "index": record["index"],
+                             "type": record["type"]}
+            if status == "running":
+                foundry.progress_listener({"kind": "stage_started", **event})
+            elif status == "completed":
+                foundry.progress_listener({"kind": "stage_completed", **event,
+                                           "seconds": record.get("seconds"),
+                                           "metrics": record.get("metrics", {})})
+        if run.ended:
+            return
+        time.sleep(poll_seconds)
+
+
+DISPATCHERS = {"in-process": InProcessDispatcher, "ray": ClusterDispatcher}
+
+
+def dispatcher_from_env() -> RunDispatcher:
+    name = os.environ.get(ENV_DISPATCHER, "in-process")
+    try:
+        dispatcher: RunDispatcher = DISPATCHERS[name]()
+    except KeyError:
+        raise InvalidInputError(
+            ENV_DISPATCHER, f"unknown dispatcher {name!r}; known: {', '.join(DISPATCHERS)}"
+        ) from None
+    return dispatcher

@@ -1,0 +1,139 @@
+"""The run lease and the dispatcher choice, on SQLite and PostgreSQL (no Ray needed here)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from adapters.lease import RunLease
+from adapters.orchestrator import utc_now
+from adapters.run_dispatch import InProcessDispatcher
+from tests.conftest import ROOT
+
+R = "forge_recipes"
+
+
+@pytest.fixture
+def foundry(store_url: str, forge_env: Path) -> Any:
+    from adapters.bootstrap import Foundry
+
+    with Foundry.open(store_url) as f:
+        yield f
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    assert result["success"], result
+    return result
+
+
+def requested_run(foundry: Any, recipe_data: dict[str, Any],
+                  monkeypatch: pytest.MonkeyPatch) -> str:
+    """A run that is requested and not executed: what forge/run records under Ray."""
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
+    monkeypatch.setenv("FOUNDRY_DISPATCHER", "ray")
+    result = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": "any",
+                                              "wait": False}))
+    assert result["status"] == "requested" and result["dispatcher"] == "ray"
+    return str(result["runId"])
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from uuid import UUID
+    from adapters.config import parse_database_url
+    from adapters.lease import RunLease
+    lease = RunLease(parse_database_url(sys.argv[1]), Path(sys.argv[2]), UUID(sys.argv[3]))
+    assert lease.acquire(10)
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_lease_is_exclusive_and_freed_when_its_holder_is_killed(foundry, tmp_path):
+    run_id = uuid4()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, foundry.config.url, str(foundry.state_dir), str(run_id)],
+        cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        with RunLease(foundry.config, foundry.state_dir, run_id) as lease:
+            started = time.monotonic()
+            assert not lease.acquire(0.5)
+            assert time.monotonic() - started >= 0.5  # it waited, then left
+            with RunLease(foundry.config, foundry.state_dir, uuid4()) as other:
+                assert other.acquire(0)  # another run's lease is independent
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(10)
+            assert lease.acquire(10) and lease.held
+        with RunLease(foundry.config, foundry.state_dir, run_id) as again:
+            assert again.acquire(0)  # released on exit
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_an_in_process_run_refuses_while_another_attempt_holds_its_lease(
+        foundry, recipe_data, monkeypatch):
+    run_id = requested_run(foundry, recipe_data, monkeypatch)
+    foundry._run_dispatcher = InProcessDispatcher(lease_wait_seconds=0.5)
+    with RunLease(foundry.config, foundry.state_dir, UUID(run_id)) as lease:
+        assert lease.acquire(0)
+        refused = foundry.execute("forge/resume", {"runId": run_id})
+        assert not refused["success"]
+        assert "another attempt holds the run's lease" in refused["error"]
+        assert foundry.runs.get_run(UUID(run_id)).state["attempts"] == []
+    done = ok(foundry.execute("forge/resume", {"runId": run_id}))
+    assert done["status"] == "completed" and done["dispatcher"] == "in-process"
+
+
+def test_status_says_why_a_requested_run_waits(foundry, recipe_data, monkeypatch):
+    run_id = requested_run(foundry, recipe_data, monkeypatch)
+    status = ok(foundry.execute("forge/status", {"runId": run_id}))
+    assert "not submitted yet" in status["waiting"] and "foundry dispatcher" in status["waiting"]
+
+    reason = "no live worker offers h100@any"
+    assert foundry.runs.record(UUID(run_id), lambda r: r.queue(reason=reason, at=utc_now()))
+    assert not foundry.runs.record(UUID(run_id), lambda r: r.queue(reason=reason,
+                                                                     at=utc_now()))
+    status = ok(foundry.execute("forge/status", {"runId": run_id}))
+    assert status["waiting"].startswith("queued since ") and reason in status["waiting"]
+
+    foundry.runs.record(UUID(run_id), lambda r: r.dispatch(
+        dispatcher="dispatcher@head:1", label_selector={"foundry.class": "h100"},
+        resources={"foundry.slot": 1.0}, at=utc_now()))
+    status = ok(foundry.execute("forge/status", {"runId": run_id}))
+    assert status["waiting"].startswith("submitted by dispatcher@head:1 at ")
+    assert "foundry.class=h100" in status["waiting"] and status["dispatches"] == 1
+    run = foundry.runs.get_run(UUID(run_id))
+    assert run.state["queue"] is None and len(run.state["dispatches"]) == 1
+
+    ok(foundry.execute("forge/cancel", {"runId": run_id}))
+    assert "waiting" not in ok(foundry.execute("forge/status", {"runId": run_id}))
+    from domain.errors import RunEndedError
+
+    with pytest.raises(RunEndedError):
+        foundry.runs.record(UUID(run_id), lambda r: r.queue(reason="x", at=utc_now()))
+
+
+def test_an_unknown_dispatcher_is_named_in_the_error(foundry, recipe_data, monkeypatch):
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
+    monkeypatch.setenv("FOUNDRY_DISPATCHER", "celery")
+    result = foundry.execute("forge/run", {"recipeId": recipe_id})
+    assert not result["success"]
+    assert "FOUNDRY_DISPATCHER" in str(result["error"])
+    assert "unknown dispatcher 'celery'; known: in-process, ray" in str(result["error"])
