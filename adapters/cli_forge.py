@@ -22,7 +22,8 @@ def add_forge_commands(sub: Any) -> None:
     r.add_argument("--publish", help="publish target (hf://org/repo or file:///dir)")
     r.add_argument("--version", help="recipe version to run (default: the current one)")
     r.add_argument("--command-id", help="idempotency key: the same key resumes the same run")
-    r.add_argument("--detach", action="store_true", help="start a background worker, return")
+    r.add_argument("--detach", action="store_true",
+                   help="return at once (a background worker, or the Ray dispatcher)")
     r.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     r.set_defaults(run=_run)
 

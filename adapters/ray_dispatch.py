@@ -7,7 +7,7 @@ the start, then as they arrive) and keeps, in memory, which runs are unfinished.
    already in the store; forge/cancel wrote it). Never re-submitted.
 2. A task that finished while its run is still unfinished (worker node lost, Ray's retries
    spent, the run's lease held elsewhere): re-submitted after a back-off; after
-   `max_resubmits` failed tasks in a row the run is recorded as Failed with the last error.
+   `max_resubmits` failed tasks the run is recorded as Failed with the last error.
 3. An unfinished run with no live task of this dispatcher (new, or left by a dispatcher that
    died: Ray kills the tasks a dead driver owned): placed (adapters/placement.py) and
    submitted, and `Dispatched` is recorded; if no live worker can take it, `Queued` is
@@ -200,7 +200,7 @@ class Reconciler:
         tracked.last_error = error
         if count:
             tracked.failures += 1
-        if tracked.failures > self.max_resubmits:
+        if tracked.failures >= self.max_resubmits:
             message = (f"the dispatcher gave up after {tracked.failures} tasks; last: "
                        f"{error}")
             with contextlib.suppress(RunEndedError):

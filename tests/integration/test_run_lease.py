@@ -137,3 +137,25 @@ def test_an_unknown_dispatcher_is_named_in_the_error(foundry, recipe_data, monke
     assert not result["success"]
     assert "FOUNDRY_DISPATCHER" in str(result["error"])
     assert "unknown dispatcher 'celery'; known: in-process, ray" in str(result["error"])
+
+
+def test_the_dispatcher_gives_a_run_up_after_repeated_failed_tasks(
+        foundry, recipe_data, monkeypatch):
+    ray_dispatch = pytest.importorskip("adapters.ray_dispatch")
+    run_id = UUID(requested_run(foundry, recipe_data, monkeypatch))
+    reconciler = ray_dispatch.Reconciler(foundry, max_resubmits=3, task_env={})
+    reconciler._read_events()  # no Ray call: only the store
+    tracked = reconciler.runs[run_id]
+    assert tracked.hardware_node == "any" and not tracked.ended
+    reconciler._retry_later(tracked, "lease-held-elsewhere", count=False)
+    assert tracked.failures == 0 and tracked.not_before > 0
+    for n in (1, 2):
+        reconciler._retry_later(tracked, f"WorkerCrashedError: crash {n}", count=True)
+        assert tracked.failures == n and run_id in reconciler.runs
+    reconciler._retry_later(tracked, "NodeDiedError: node 3 lost", count=True)
+    assert run_id not in reconciler.runs
+    failure = foundry.runs.get_run(run_id).state["failure"]
+    assert failure == {"type": "DispatchError", "message": "the dispatcher gave up after 3 "
+                       "tasks; last: NodeDiedError: node 3 lost"}
+    reconciler._read_events()  # the Failed event: not tracked again
+    assert run_id not in reconciler.runs
