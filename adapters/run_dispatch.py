@@ -109,14 +109,15 @@ def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
         run = foundry.runs.get_run(run_id)
         for key, record in sorted(run.state["stages"].items()):
             status = record["status"]
-            if seen.get(key) == status:
+            before = seen.get(key)
+            if before == status:
                 continue
             seen[key] = status
             event: Result = {"cycle": record["cycle"], "index": record["index"],
                              "type": record["type"]}
-            if status == "running":
+            if before is None:  # a stage that started (and maybe ended) between two polls
                 foundry.progress_listener({"kind": "stage_started", **event})
-            elif status == "completed":
+            if status == "completed":
                 foundry.progress_listener({"kind": "stage_completed", **event,
                                            "seconds": record.get("seconds"),
                                            "metrics": record.get("metrics", {})})

@@ -21,13 +21,11 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+import ray  # the ray extra: scripts/setup.sh installs it, so these tests never skip
+from ray.cluster_utils import Cluster
 
+from adapters.placement import worker_labels, worker_resources
 from tests.conftest import ROOT, drop_schema, pg_schema_url
-
-ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install '.[ray]'")
-from ray.cluster_utils import Cluster  # noqa: E402
-
-from adapters.placement import worker_labels, worker_resources  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 
@@ -179,6 +177,20 @@ def test_a_run_for_class_b_lands_on_a_class_b_node(store, recipe_data, tmp_path)
     assert_each_stage_completed_once(evs)
     artifact = ok(store.execute("forge/status", {"runId": run_id}))
     assert artifact["alloyHash"].startswith("sha256:")
+
+
+def test_forge_run_that_waits_follows_the_run_to_its_end_with_progress(
+        store, recipe_data, tmp_path):
+    seen: list[tuple[str, int]] = []
+    store.progress_listener = lambda e: seen.append((e["kind"], e["index"]))
+    recipe_id = ok(store.execute("data/create", {"collection": R,
+                                                 "data": recipe(recipe_data)}))["id"]
+    with DispatcherThread(store, task_env(tmp_path, sleep=0.3)):
+        done = ok(store.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": "any"}))
+    assert done["status"] == "completed" and done["dispatcher"] == "ray"
+    assert done["alloyHash"].startswith("sha256:") and "detached" not in done
+    assert seen == [(kind, i) for i in range(len(STAGES))
+                    for kind in ("stage_started", "stage_completed")]
 
 
 def test_two_runs_for_one_single_slot_node_run_one_after_the_other(
