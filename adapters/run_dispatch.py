@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -126,7 +127,8 @@ def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
         time.sleep(poll_seconds)
 
 
-DISPATCHERS = {"in-process": InProcessDispatcher, "ray": ClusterDispatcher}
+DISPATCHERS: dict[str, Callable[[], RunDispatcher]] = {
+    "in-process": InProcessDispatcher, "ray": ClusterDispatcher}
 
 
 def dispatcher_from_env() -> RunDispatcher:
