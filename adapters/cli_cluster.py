@@ -125,7 +125,12 @@ def _dispatcher(foundry: Any, args: argparse.Namespace) -> int:
     except ImportError as e:
         sys.stderr.write(f"foundry dispatcher needs Ray: pip install '.[ray]' ({e})\n")
         return 2
-    ray_dispatch.connect(args.address)
+    try:
+        ray_dispatch.connect(args.address)
+    except ConnectionError as e:
+        sys.stderr.write(f"foundry dispatcher: cannot reach the Ray cluster: {e}\n"
+                         "  start the head first (docs/deploy.md, step 3), or pass --address\n")
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
