@@ -9,8 +9,10 @@ library's ProjectionRunner for live tailing (see `projections.runner`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,10 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
 from projections.batching import BatchView
+from projections.replay import FastDecoder, Item, read_pages
+
+# Events per read during a rebuild (catch-up keeps `batch_size`: one transaction per page).
+REBUILD_PAGE = 5000
 
 
 @dataclass
@@ -72,9 +78,33 @@ class ProjectionHost:
                 return
 
     def rebuild(self) -> CatchUpStats:
-        """Drop the view's rows and position, then replay every event."""
-        self.view.reset(self.app.name)
-        return self.catch_up()
+        """Replace the view's rows and position with a replay of every event.
+
+        A view with a bulk path (`rebuild(application_name, pages)`, the document views) does
+        it in one transaction, decoding with `FastDecoder`; otherwise the rows and position
+        are dropped and the view caught up page by page. Events recorded meanwhile are caught
+        up after.
+        """
+        bulk = getattr(self.view, "rebuild", None)
+        if bulk is None:
+            self.view.reset(self.app.name)
+            return self.catch_up()
+        stats, started = CatchUpStats(), time.perf_counter()
+        decoder = FastDecoder(self.app.mapper)
+
+        def pages() -> Iterator[list[Item]]:
+            for items in read_pages(self.app, self.topics, page_size=REBUILD_PAGE,
+                                    decoder=decoder):
+                stats.batches += 1
+                yield items
+
+        with _gc_paused():
+            stats.events = bulk(self.app.name, pages())
+        after = self.catch_up()
+        stats.events += after.events
+        stats.batches += after.batches
+        stats.seconds = time.perf_counter() - started
+        return stats
 
     def run_forever(self, interval: float = 0.5, stop_after: float | None = None) -> None:
         """Poll and catch up until interrupted (the SQLite host; PostgreSQL may use the
@@ -83,3 +113,22 @@ class ProjectionHost:
         while deadline is None or time.monotonic() < deadline:
             self.catch_up()
             time.sleep(interval)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a rebuild.
+
+    A rebuild keeps pages of decoded events and thousands of folded rows alive; each young-
+    generation collection (every 700 allocations) and each full one walks them, and that
+    tripled the cost of decoding an event (measured 22 -> 125 µs with the library's mapper over
+    100k recipes). What a rebuild allocates is acyclic JSON data and events, freed by reference
+    counting; other threads' cyclic garbage just waits until the rebuild ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
