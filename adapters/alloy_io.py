@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from adapters.orchestrator import utc_now
+from adapters.validation import validate_model
 from domain.errors import InvalidInputError
+from domain.values.artifact import ForgeArtifact
 
 if TYPE_CHECKING:
     from adapters.bootstrap import Foundry
@@ -87,6 +89,7 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
     upgraded, notes = migrate(data)
     recipe_data, artifact_fields = split(upgraded)
     recipe = validate_recipe(recipe_data)
+    _validate_run_fields(artifact_fields, recipe)
     digest = hashlib.sha256(raw).hexdigest()
     reason = "imported from " + path.name + ("; " + "; ".join(notes) if notes else "")
     created = foundry.recipes.create_recipe(
@@ -98,6 +101,17 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
         result["runId"] = _import_run(foundry, UUID(created["id"]), artifact_fields, path,
                                       digest)
     return result
+
+
+def _validate_run_fields(fields: dict[str, Any], recipe: dict[str, Any]) -> None:
+    """The run-side fields must have the artifact's shapes too (results a mapping of numbers,
+    receipt and integrity hashes `sha256:<hex>` ...): an import never stores what a run could
+    not have produced. The recipe half was validated already; its identity fills the
+    artifact's required fields."""
+    if not fields:
+        return
+    identity = {"id": "imported", "recipeId": "imported", "recipeVersion": recipe["version"]}
+    validate_model(ForgeArtifact, {**fields, **identity})
 
 
 def _import_run(foundry: Foundry, recipe_id: UUID, fields: dict[str, Any], path: Path,

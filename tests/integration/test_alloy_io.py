@@ -215,11 +215,23 @@ def _not_an_object(_data: dict[str, Any]) -> str:
     return json.dumps([1, 2])
 
 
+def _results_not_an_object(data: dict[str, Any]) -> str:
+    data["results"] = "oops"
+    return json.dumps(data)
+
+
+def _bad_alloy_hash(data: dict[str, Any]) -> str:
+    data["alloyHash"] = "md5:1234"
+    return json.dumps(data)
+
+
 BAD_FILES = {
     "malformed JSON": (_malformed, "file", ["malformed JSON", "line 2"]),
     "prune level above 0.9": (_bad_level, "stages.0", ["level", "0.9"]),
     "unknown stage type": (_unknown_stage, "stages.2", ["transmogrify", "prune"]),
     "not an object": (_not_an_object, "file", ["JSON object"]),
+    "results not an object": (_results_not_an_object, "results", ["valid dictionary"]),
+    "alloyHash not sha256": (_bad_alloy_hash, "alloyHash", ["sha256"]),
 }
 
 
