@@ -4,7 +4,8 @@ The library's ProjectionRunner needs `subscribe()`, which the SQLite recorder la
 commits once per event. This host pulls pages with `select_notifications` (no 10-item cap),
 folds each page into the view in one transaction with its tracking position, and serves both
 backends for catch-up and rebuild. On PostgreSQL, `foundry projections run` uses the
-library's ProjectionRunner for live tailing (see `projections.runner`).
+library's ProjectionRunner for live tailing (see `projections.runner`). A rebuild of a
+document view is a bulk load instead (`projections.replay`, `DocumentView.rebuild`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from projections.batching import BatchView
 from projections.replay import FastDecoder, Item, read_pages
 
 # Events per read during a rebuild (catch-up keeps `batch_size`: one transaction per page).
-REBUILD_PAGE = 5000
+# 1,000: PostgreSQL sorts a page in memory (work_mem), 5,000 spilled to disk.
+REBUILD_PAGE = 1000
 
 
 @dataclass
