@@ -2,8 +2,8 @@
 
 The library's views write tracking per event; a rebuild of 100k events would then commit
 100k times. Here a batch is folded in memory and written with one tracking row, in the same
-transaction, so exactly-once still holds: a batch whose position is not ahead of the
-recorded one fails with IntegrityError and rolls back whole.
+transaction, so exactly-once still holds: under the view's write lock, only the events after
+the recorded position are applied (see `document_view.unapplied`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ Fold = Callable[[Row | None, Any], Row]
 class BatchView(Protocol):
     """What a host needs from a view."""
 
-    def apply_batch(self, application_name: str, items: Sequence[tuple[Any, int]]) -> None: ...
+    def apply_batch(self, application_name: str, items: Sequence[tuple[Any, int]]) -> int: ...
 
     def max_tracking_id(self, application_name: str) -> int | None: ...
 

@@ -14,6 +14,7 @@ wait for the new one (PostgreSQL: TRUNCATE locks the table); if it fails, nothin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,6 +47,26 @@ _PG_COPY_TYPES = {"text": "text", "int": "int8", "real": "float8", "bool": "bool
 
 _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
                    | orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def unapplied(items: Sequence[tuple[Any, int]], position: int | None
+              ) -> Sequence[tuple[Any, int]]:
+    """The items after the view's recorded position.
+
+    Two catch-ups can read overlapping pages (A reads 1..1000, B reads 1..1200 once more
+    events arrived). Checking only that a page ends ahead of the position would let B apply
+    1..1000 a second time after A committed; read under the view's write lock, the position
+    says exactly which events are new. A page is contiguous from where its reader started, so
+    what is after the position is exactly what is missing.
+    """
+    if position is None:
+        return items
+    return [item for item in items if item[1] > position]
+
+
+def position_lock_key(*names: str) -> int:
+    digest = hashlib.sha256("/".join(("foundry-view-position", *names)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def json_bytes(value: Any) -> bytes:
@@ -185,14 +206,22 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
         return TableSpec(table=self.schema.name, doc_column=self.schema.doc_column,
                          columns=self.schema.query_columns, key_column=self.schema.key)
 
-    def apply_batch(self, application_name: str, items: Sequence[tuple[Any, int]]) -> None:
+    def apply_batch(self, application_name: str, items: Sequence[tuple[Any, int]]) -> int:
+        """Fold the items after the view's position into it; returns how many that was."""
         s = self.schema
-        ids = sorted({s.key_of(e) for e, _ in items})
         with self.datastore.transaction(commit=True) as c:
             # Write first: a deferred SQLite transaction that reads and then writes cannot wait
             # for another writer (the upgrade fails at once with "database is locked"); one
-            # that starts with a write waits for the lock (SQLITE_LOCK_TIMEOUT). A batch that
-            # another process applied first still fails here, with IntegrityError.
+            # that starts with a write waits for the lock (SQLITE_LOCK_TIMEOUT). This no-op
+            # UPDATE takes the lock, so the position read next cannot move under us.
+            c.execute("UPDATE tracking SET notification_id = "
+                      "notification_id WHERE application_name = ?", (application_name,))
+            c.execute("SELECT MAX(notification_id) FROM tracking "
+                      "WHERE application_name = ?", (application_name,))
+            items = unapplied(items, c.fetchone()[0])
+            if not items:
+                return 0
+            ids = sorted({s.key_of(e) for e, _ in items})
             self._insert_tracking(c, last_tracking(application_name, items))
             c.execute(f"SELECT * FROM {s.name} WHERE {s.key} IN ({','.join('?' * len(ids))})",
                       ids)
@@ -203,6 +232,7 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
                 f"VALUES ({','.join('?' * len(s.columns))})",
                 [s.values(r) for r in changed.values()],
             )
+        return len(items)
 
     def reset(self, application_name: str) -> None:
         with self.datastore.transaction(commit=True) as c:
@@ -324,9 +354,9 @@ class PostgresDocumentView(PostgresTrackingRecorder):
         return TableSpec(table=self.table, doc_column=self.schema.doc_column,
                          columns=self.schema.query_columns, key_column=self.schema.key)
 
-    def apply_batch(self, application_name: str, items: Sequence[tuple[Any, int]]) -> None:
+    def apply_batch(self, application_name: str, items: Sequence[tuple[Any, int]]) -> int:
+        """Fold the items after the view's position into it; returns how many that was."""
         s = self.schema
-        ids = sorted({s.key_of(e) for e, _ in items})
         names = SQL(", ").join(Identifier(n) for n in s.names)
         updates = SQL(", ").join(
             SQL("{0} = EXCLUDED.{0}").format(Identifier(n)) for n in s.names[1:])
@@ -334,6 +364,19 @@ class PostgresDocumentView(PostgresTrackingRecorder):
             # The view is rebuildable and its tracking commits with it: an async commit
             # risks only redoing the last batches after a crash, never a double apply.
             curs.execute("SET LOCAL synchronous_commit TO OFF")
+            # One writer of this view's position at a time, and only events after it.
+            curs.execute("SELECT pg_advisory_xact_lock(%s)",
+                         (position_lock_key(self.datastore.schema, self.table_name,
+                                            application_name),))
+            curs.execute(SQL("SELECT MAX(notification_id) AS n FROM {}.{} "
+                             "WHERE application_name = %s").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)),
+                (application_name,))
+            row = curs.fetchone()
+            items = unapplied(items, row["n"] if row else None)
+            if not items:
+                return 0
+            ids = sorted({s.key_of(e) for e, _ in items})
             curs.execute(SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(
                 self.table_sql, Identifier(s.key)), (ids,))
             rows = {r[s.key]: s.load(r) for r in curs.fetchall()}
@@ -345,6 +388,7 @@ class PostgresDocumentView(PostgresTrackingRecorder):
                 [s.values(r) for r in changed.values()],
             )
             self._insert_tracking(curs, last_tracking(application_name, items))
+        return len(items)
 
     def reset(self, application_name: str) -> None:
         with self.datastore.transaction(commit=True) as curs:

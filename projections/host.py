@@ -72,8 +72,7 @@ class ProjectionHost:
             if not notes:
                 return
             items = [(self.app.mapper.to_domain_event(n), n.id) for n in notes]
-            self.view.apply_batch(self.app.name, items)
-            stats.events += len(items)
+            stats.events += self.view.apply_batch(self.app.name, items)
             stats.batches += 1
             position = notes[-1].id
             if len(notes) < self.batch_size:

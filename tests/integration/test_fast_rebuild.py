@@ -153,3 +153,23 @@ def test_events_recorded_during_a_rebuild_are_caught_up_after_it(foundry, recipe
     assert stats.events == 6 and host.lag == 0
     row = must(foundry.execute("data/read", {"collection": R, "id": ids[0]}))["data"]
     assert row["pinnedVersions"] == ["0.1.0"] and row["revision"] == 2
+
+
+def test_overlapping_pages_from_two_catch_ups_apply_each_event_once(foundry, recipe_data):
+    """A reads events 1..k, B reads 1..n once more arrived; A commits first. B must apply only
+    k+1..n: its page ends ahead of the position, but its start is behind it."""
+    forge_two_runs(foundry, recipe_data)
+    host = foundry.artifact_host
+    host.catch_up()
+    expected = state(host)
+    notes = host.app.recorder.select_notifications(start=1, limit=10_000, topics=host.topics)
+    items = [(host.app.mapper.to_domain_event(n), n.id) for n in notes]
+    assert len(items) > 20
+    host.view.reset(host.app.name)
+    host.view.apply_batch(host.app.name, items[:10])  # A
+    host.view.apply_batch(host.app.name, items)  # B, read before A committed
+    host.view.apply_batch(host.app.name, items[5:12])  # a stale page: nothing new in it
+    assert state(host) == expected
+    attempts = [len(r["state"]["attempts"]) if isinstance(r["state"], dict) else None
+                for r in rows(host.view)]
+    assert attempts and all(a is None or a == 1 for a in attempts), attempts
