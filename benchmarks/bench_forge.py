@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -51,6 +48,8 @@ import structlog  # noqa: E402
 
 from adapters.blobs import hash_dir  # noqa: E402
 from adapters.bootstrap import Foundry  # noqa: E402
+from benchmarks._machine import fs_type, version  # noqa: E402
+from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
 from executors.base import StageContext  # noqa: E402
 from executors.fake import build_fake_registry, resolve_fake_source  # noqa: E402
 
@@ -66,31 +65,6 @@ STAGE_CYCLE: tuple[dict[str, Any], ...] = (
 
 
 # --- machine ----------------------------------------------------------------------------------
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _fs_type(path: Path) -> str:
-    best, kind = "", "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if str(path.resolve()).startswith(parts[1]) and len(parts[1]) > len(best):
-                best, kind = parts[1], f"{parts[2]} on {parts[1]}"
-    return kind
-
 
 def fsync_ms(directory: Path, n: int = 30) -> dict[str, float]:
     """Median latency of a 4 KiB write + fsync and of a SQLite WAL commit (synchronous=FULL,
@@ -124,18 +98,11 @@ def fsync_ms(directory: Path, n: int = 30) -> dict[str, float]:
 
 def machine_info(backends: list[str], tmp_parent: Path) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu": _cpu_model(),
-        "kernel": platform.release(),
-        "loadavg_at_start": " ".join(Path("/proc/loadavg").read_text().split()[:3])
-        if Path("/proc/loadavg").exists() else "?",
-        "python": sys.version.split()[0],
+        **base_machine_info(),
         "sqlite": sqlite3.sqlite_version,
-        "eventsourcing": _version("eventsourcing"),
-        "psycopg": _version("psycopg"),
-        "tmp_fs": _fs_type(tmp_parent),
+        "eventsourcing": version("eventsourcing"),
+        "psycopg": version("psycopg"),
+        "tmp_fs": fs_type(tmp_parent),
         **fsync_ms(tmp_parent),
     }
     if "postgres" in backends:

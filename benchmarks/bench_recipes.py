@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import datetime as dt
-import importlib.metadata
 import json
 import os
-import platform
 import pstats
 import random
 import shutil
@@ -53,6 +50,8 @@ import structlog  # noqa: E402
 
 from adapters.bootstrap import Foundry  # noqa: E402
 from adapters.handlers import validate_recipe  # noqa: E402
+from benchmarks._machine import fs_type, loadavg, version  # noqa: E402
+from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
 from domain.recipe import Recipe  # noqa: E402
 
 PG_SERVER = os.environ.get("FOUNDRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -68,71 +67,15 @@ LIST_WARMUP = 20
 # --- machine --------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _mem_total_gib() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024 / 1024, 1)
-    return 0.0
-
-
-def _fs_type(path: Path) -> str:
-    """The filesystem type of the mount holding `path` (from /proc/mounts)."""
-    best, kind = "", "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            mnt = parts[1]
-            if str(path).startswith(mnt) and len(mnt) > len(best):
-                best, kind = mnt, f"{parts[2]} ({parts[0]} on {mnt})"
-    return kind
-
-
-def loadavg() -> str:
-    """1/5/15-minute load averages and CPU pressure (share of the last 60 s in which some
-    runnable task waited for a CPU): other work on the machine skews every figure here."""
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
-        load += f" (cpu pressure {float(some[2].split('=')[1]):.0f}%)"
-    return load
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine_info(backends: list[str]) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu": _cpu_model(),
-        "ram_gib": _mem_total_gib(),
-        "kernel": platform.release(),
-        "loadavg_at_start": loadavg(),
-        "python": sys.version.split()[0],
+        **base_machine_info(),
         "sqlite": sqlite3.sqlite_version,
-        "eventsourcing": _version("eventsourcing"),
-        "psycopg": _version("psycopg"),
+        "eventsourcing": version("eventsourcing"),
+        "psycopg": version("psycopg"),
         "psycopg_impl": psycopg.pq.__impl__,
         "libpq": psycopg.pq.version(),
-        "pydantic": _version("pydantic"),
+        "pydantic": version("pydantic"),
     }
     if "postgres" in backends:
         with psycopg.connect(PG_SERVER, autocommit=True) as conn:
@@ -237,7 +180,7 @@ class Store:
     @property
     def where(self) -> str:
         if self.tmpdir is not None:
-            return f"{self.tmpdir}  [{_fs_type(self.tmpdir)}]"
+            return f"{self.tmpdir}  [{fs_type(self.tmpdir)}]"
         return f"schema {self.schema} on {PG_SERVER}"
 
     def cleanup(self) -> None:

@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".foundry"
@@ -33,8 +34,9 @@ def foundry(*args: str, capture: bool = False, db: str | None = None) -> str:
     return done.stdout if capture else ""
 
 
-def build_inputs() -> tuple[Path, Path]:
-    corpus, model = WORK / "corpus", WORK / "models" / "tiny-llama"
+def build_inputs(work: Path = WORK) -> tuple[Path, Path]:
+    """(corpus dir, model dir) under `work`, built once by the scripts/ tools, then reused."""
+    corpus, model = work / "corpus", work / "models" / "tiny-llama"
     py = sys.executable
     if not (corpus / "train.txt").exists():
         subprocess.run([py, str(ROOT / "scripts/make_corpus.py"), "--out", str(corpus)],
@@ -45,23 +47,32 @@ def build_inputs() -> tuple[Path, Path]:
     return corpus, model
 
 
+def local_inputs(corpus: Path, model: Path) -> dict[str, Any]:
+    """The recipe fields that point the example at the corpus and model built here."""
+    from executors.corpus import corpus_hash
+
+    size = sum(f.stat().st_size for f in corpus.iterdir() if f.is_file())
+    return {
+        "calibrationCorpus": {"name": "python-stdlib-docs", "contentHash": corpus_hash(corpus),
+                              "sizeBytes": size, "sourceUrl": corpus.as_uri()},
+        "source": {"baseModel": str(model), "architecture": "llama"},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", help="store URL (default: the embedded default store)")
     args = parser.parse_args()
-    from executors.corpus import corpus_hash
-
     corpus, model = build_inputs()
     key = hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()[:16]
     created = json.loads(foundry("recipe", "--json", "create", str(EXAMPLE), "--command-id",
                                  f"demo-create-{key}", capture=True, db=args.db))
     recipe_id = created["id"]
-    size = sum(f.stat().st_size for f in corpus.iterdir() if f.is_file())
-    corpus_ref = {"name": "python-stdlib-docs", "contentHash": corpus_hash(corpus),
-                  "sizeBytes": size, "sourceUrl": corpus.as_uri()}
-    foundry("recipe", "edit", recipe_id, "--set", f"calibrationCorpus={json.dumps(corpus_ref)}",
-            "--set", f"source={json.dumps({'baseModel': str(model), 'architecture': 'llama'})}",
+    edits = local_inputs(corpus, model)
+    foundry("recipe", "edit", recipe_id,
+            "--set", f"calibrationCorpus={json.dumps(edits['calibrationCorpus'])}",
+            "--set", f"source={json.dumps(edits['source'])}",
             "--reason", "point at the corpus and the model built on this machine",
             "--author", "demo", db=args.db)
     foundry("recipe", "list", "--order-by", "updatedAt:desc", "--limit", "5", db=args.db)
