@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 ARTIFACT_FIELDS = ("results", "receipt", "integrity", "alloyHash", "hardwareVerified",
                    "forgedAt", "durationMinutes", "forgedParamsB", "activeParamsB")
 LEGACY_MARK = "legacyType"
+# The hardwareNode of a run that happened elsewhere: no dispatcher ever executes it.
+IMPORTED_NODE = "imported"
 
 
 def read_alloy(path: Path) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def _import_run(foundry: Foundry, recipe_id: UUID, fields: dict[str, Any], path:
     run, created = foundry.runs.request_run(
         run_id, recipe_id=str(recipe_id), recipe_version=recipe.recipe_version,
         recipe_revision=recipe.revision, recipe_hash=recipe.content_hash(), recipe=recipe.data,
-        hardware_node="imported", publish_target=None, requested_by="import-alloy",
+        hardware_node=IMPORTED_NODE, publish_target=None, requested_by="import-alloy",
         command_id=f"import-alloy:{digest}", at=utc_now())
     if created or run.status == "requested":
         foundry.runs.record(run_id, lambda r: r.record_import(

@@ -36,6 +36,7 @@ from uuid import UUID
 import ray
 import structlog
 
+from adapters.alloy_io import IMPORTED_NODE
 from adapters.orchestrator import utc_now
 from adapters.placement import CLASS_LABEL, SITE_LABEL, ClusterNode, place
 from domain.errors import RunEndedError
@@ -148,6 +149,8 @@ class Reconciler:
     def _apply(self, event: Any) -> None:
         run_id = event.originator_id
         if isinstance(event, ForgeRun.Requested):
+            if event.hardware_node == IMPORTED_NODE:
+                return  # recorded by import-alloy, ended by its next event: nothing to run
             hardware = (event.recipe.get("hardware") or {})
             vram = hardware.get("minVramGb")
             self.runs[run_id] = TrackedRun(run_id, event.hardware_node,
@@ -223,12 +226,18 @@ class Reconciler:
             return
         nodes = [ClusterNode.from_ray(n) for n in ray.nodes()]  # type: ignore[no-untyped-call]
         for tracked in waiting:
-            placement = place(tracked.hardware_node, tracked.min_vram_gb, nodes)
-            if isinstance(placement, str):
-                self._queue(tracked, placement)
-                continue
-            self._submit(tracked, placement.label_selector, placement.resources,
-                         placement.num_gpus, placement.as_event_resources())
+            try:
+                placement = place(tracked.hardware_node, tracked.min_vram_gb, nodes)
+                if isinstance(placement, str):
+                    self._queue(tracked, placement)
+                    continue
+                self._submit(tracked, placement.label_selector, placement.resources,
+                             placement.num_gpus, placement.as_event_resources())
+            except Exception as e:
+                # One run's trouble (a hardwareNode recorded before the grammar tightened, a
+                # Ray error on submit) must not hold up the others: it is retried later.
+                log.exception("run_not_submitted", run_id=str(tracked.run_id))
+                self._retry_later(tracked, f"{type(e).__name__}: {e}", count=True)
 
     def _queue(self, tracked: TrackedRun, reason: str) -> None:
         def queue(run: ForgeRun) -> bool:

@@ -74,11 +74,11 @@ def task_env(tmp_path: Path, sleep: float = 0.0) -> dict[str, str]:
 class DispatcherThread:
     """The reconciler in a thread of this process (the test process is the Ray driver)."""
 
-    def __init__(self, foundry: Any, env: dict[str, str]) -> None:
+    def __init__(self, foundry: Any, env: dict[str, str], **options: Any) -> None:
         from adapters.ray_dispatch import Reconciler
 
         self.reconciler = Reconciler(foundry, poll_seconds=0.1, lease_wait_seconds=30,
-                                     task_env=env)
+                                     task_env=env, **options)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.reconciler.run_forever, args=(self.stop,),
                                        daemon=True)
@@ -225,6 +225,37 @@ def test_a_run_no_worker_can_take_stays_queued_and_status_says_why(
 
 
 # --- failures ------------------------------------------------------------------------------
+
+def test_a_run_that_cannot_be_submitted_holds_up_no_other_and_is_given_up(
+        store, recipe_data, tmp_path):
+    from adapters.orchestrator import utc_now
+    from domain.hashing import content_hash
+
+    data = recipe(recipe_data)
+    # A hardwareNode from before the grammar was tightened: stored, but no longer parsable.
+    bad = store.runs.request_run(
+        uuid.uuid4(), recipe_id=str(uuid.uuid4()), recipe_version="0.1.0", recipe_revision=1,
+        recipe_hash=content_hash(data), recipe=data, hardware_node="gpu-", publish_target=None,
+        requested_by="", command_id=None, at=utc_now())[0]
+    with DispatcherThread(store, task_env(tmp_path), max_resubmits=1):
+        good = request(store, data, "any")
+        assert wait_for(lambda: ended(store, good), 60, "the good run") == "completed"
+        assert wait_for(lambda: ended(store, str(bad.id)), 30, "the bad run") == "failed"
+    failure = status(store, str(bad.id))["failure"]
+    assert failure["type"] == "DispatchError" and "hardwareNode 'gpu-'" in failure["message"]
+
+
+def test_an_imported_run_is_never_dispatched(store, tmp_path):
+    from adapters.alloy_io import import_alloy
+    from tests.conftest import SHARED
+
+    path = SHARED / "alloys" / "qwen3.5-4b-code-balanced-executed.alloy.json"
+    with DispatcherThread(store, task_env(tmp_path)) as dispatcher:
+        run_id = import_alloy(store, path)["runId"]
+        time.sleep(1.0)
+        assert not dispatcher.reconciler.runs
+    assert not named(events(store, run_id), "Dispatched")
+    assert not named(events(store, run_id), "Queued")
 
 def test_a_killed_worker_process_is_retried_by_ray_and_the_run_resumes(
         store, recipe_data, tmp_path):
