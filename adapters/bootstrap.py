@@ -35,7 +35,8 @@ ENV_EXECUTORS = "FOUNDRY_EXECUTORS"
 class Foundry:
     """The running system for one store: applications, views and their hosts."""
 
-    def __init__(self, config: StoreConfig, *, state_dir: Path | None = None) -> None:
+    def __init__(self, config: StoreConfig, *, state_dir: Path | None = None,
+                 create_tables: bool = True) -> None:
         import structlog
 
         if not structlog.is_configured():
@@ -44,14 +45,20 @@ class Foundry:
 
             configure_logging("WARNING")
         self.config = config
-        with _ddl_guard(config):
+        # On PostgreSQL, a Ray task on a worker node opens the store with create_tables=False:
+        # the tables are made once, by `foundry db init`, never by racing workers.
+        self._ddl = {} if create_tables or config.kind == "sqlite" else {"CREATE_TABLE": "no"}
+        with _ddl_guard(config) if not self._ddl else contextlib.nullcontext():
             self.recipes = RecipeBook(env=self._env(""))
             self.runs = ForgeRuns(env=self._env("runs"))
             recipe_view = RecipeViewSQLite if config.kind == "sqlite" else RecipeViewPostgres
             artifact_view = (ArtifactViewSQLite if config.kind == "sqlite"
                              else ArtifactViewPostgres)
-            self.recipe_view: Any = _build_view(config, RECIPE_VIEW_NAME, recipe_view)
-            self.artifact_view: Any = _build_view(config, ARTIFACT_VIEW_NAME, artifact_view)
+            self.recipe_view: Any = _build_view(config, RECIPE_VIEW_NAME, recipe_view, self._ddl)
+            self.artifact_view: Any = _build_view(config, ARTIFACT_VIEW_NAME, artifact_view,
+                                                  self._ddl)
+        if self._ddl:
+            self._check_tables()
         self.recipe_host = ProjectionHost(self.recipes, self.recipe_view, RECIPE_TOPICS)
         self.artifact_host = ProjectionHost(self.runs, self.artifact_view, ARTIFACT_TOPICS)
         self.state_dir = state_dir or Path(
@@ -61,6 +68,24 @@ class Foundry:
         self._lock = threading.RLock()
         # The CLI sets this to draw progress; every stage event of a run is passed to it.
         self.progress_listener: Any = lambda _event: None
+
+    def _check_tables(self) -> None:
+        """Without DDL rights of its own, a missing table is an error that says what to do."""
+        import psycopg
+
+        recorders: list[Any] = [self.recipes.recorder, self.runs.recorder]
+        names = [r.events_table_name for r in recorders] + [
+            self.recipe_view.tracking_table_name, self.artifact_view.tracking_table_name]
+        schema = self.config.pg_schema or "public"
+        with psycopg.connect(**self.config.pg_conninfo(), autocommit=True) as conn:
+            missing = [n for n in names if conn.execute(
+                "SELECT to_regclass(%s)", (f'"{schema}"."{n}"',)).fetchone() == (None,)]
+        if missing:
+            from adapters.errors import StoreUnavailableError
+
+            raise StoreUnavailableError(self.config.display_url, RuntimeError(
+                f"tables {', '.join(missing)} do not exist: run `foundry db init` once "
+                "against this store before starting workers"))
 
     @property
     def blobs(self) -> BlobStore:
@@ -101,12 +126,14 @@ class Foundry:
         self._registry = registry
 
     @classmethod
-    def open(cls, database_url: str | None = None, *, state_dir: Path | None = None
-             ) -> Foundry:
+    def open(cls, database_url: str | None = None, *, state_dir: Path | None = None,
+             create_tables: bool = True) -> Foundry:
         """Open the store named by `database_url`, FOUNDRY_DATABASE_URL, or the default.
         Blobs and heartbeats live in `state_dir`, else FOUNDRY_STATE_DIR, else next to the
-        store (SQLite) or in the user data dir (PostgreSQL)."""
-        return cls(parse_database_url(resolve_database_url(database_url)), state_dir=state_dir)
+        store (SQLite) or in the user data dir (PostgreSQL). With `create_tables=False` no
+        table is created (PostgreSQL): a missing one is an error naming `foundry db init`."""
+        return cls(parse_database_url(resolve_database_url(database_url)), state_dir=state_dir,
+                   create_tables=create_tables)
 
     def app_env(self, purpose: str) -> dict[str, str]:
         """The eventsourcing environment of an application ('' recipes, 'runs' runs)."""
@@ -115,6 +142,7 @@ class Foundry:
     def _env(self, purpose: str) -> dict[str, str]:
         return {
             **self.config.app_env(purpose),
+            **self._ddl,
             "APPLICATION_RECORDER_TOPIC": RECORDER_TOPICS[self.config.kind],
             "AGGREGATE_CACHE_MAXSIZE": "1000",
         }
@@ -145,8 +173,9 @@ class Foundry:
         self.close()
 
 
-def _build_view(config: StoreConfig, name: str, view_class: type[Any]) -> Any:
-    env = config.app_env("views")
+def _build_view(config: StoreConfig, name: str, view_class: type[Any],
+                extra_env: dict[str, str]) -> Any:
+    env = {**config.app_env("views"), **extra_env}
     factory = InfrastructureFactory.construct(env=_named_env(name, env))
     return factory.tracking_recorder(view_class)
 

@@ -72,7 +72,8 @@ def execute_run(database_url: str, run_id: str, state_dir: str,
     node_id, labels = context.get_node_id(), context.get_node_labels()
     node = {"rayNodeId": str(node_id), "class": str(labels.get(CLASS_LABEL, "")),
             "site": str(labels.get(SITE_LABEL, ""))}
-    with Foundry.open(database_url, state_dir=Path(node_state_dir or state_dir)) as foundry:
+    with Foundry.open(database_url, state_dir=Path(node_state_dir or state_dir),
+                      create_tables=False) as foundry:
         outcome = execute_leased(foundry, UUID(run_id), wait_seconds=lease_wait_seconds,
                                  node=node)
     if outcome is None:

@@ -159,3 +159,40 @@ def test_the_dispatcher_gives_a_run_up_after_repeated_failed_tasks(
                        "tasks; last: NodeDiedError: node 3 lost"}
     reconciler._read_events()  # the Failed event: not tracked again
     assert run_id not in reconciler.runs
+
+
+@pytest.mark.postgres
+def test_workers_open_the_store_without_creating_tables(tmp_path):
+    """A Ray task opens the store with create_tables=False: tables come from `foundry db init`
+    only, never from racing workers; before it, the error says what to run."""
+    import psycopg
+
+    from adapters.bootstrap import Foundry
+    from adapters.errors import StoreUnavailableError
+    from tests.conftest import PG_SERVER, drop_schema, pg_schema_url
+
+    schema = f"t_{uuid4().hex[:16]}"
+    url = pg_schema_url(schema)
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    def tables() -> int:
+        with psycopg.connect(PG_SERVER) as conn:
+            row = conn.execute("SELECT count(*) FROM information_schema.tables "
+                               "WHERE table_schema = %s", (schema,)).fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        with pytest.raises(StoreUnavailableError, match="run `foundry db init` once"):
+            Foundry.open(url, state_dir=tmp_path, create_tables=False)
+        assert tables() == 0
+        init = subprocess.run([sys.executable, "-m", "adapters.cli", "--db", url, "db", "init"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert init.returncode == 0, init.stderr
+        created = tables()
+        assert created >= 6
+        with Foundry.open(url, state_dir=tmp_path, create_tables=False) as worker:
+            assert ok(worker.execute("data/count", {"collection": R}))["count"] == 0
+        assert tables() == created
+    finally:
+        drop_schema(schema)
