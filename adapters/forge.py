@@ -11,6 +11,7 @@ from uuid import UUID
 from adapters.dispatcher import EXTRA_HANDLERS
 from adapters.orchestrator import utc_now
 from adapters.progress import read_beat
+from adapters.run_dispatch import waiting_reason
 from adapters.runs_app import run_id_for
 from adapters.validation import parse_uuid, validate_model
 from domain import commands as c
@@ -163,21 +164,9 @@ def _summary(foundry: Foundry, run_id: UUID) -> Result:
                    for r in stages],
         "owner": _owner(foundry, run_id, s),
         "dispatches": len(s.get("dispatches", [])),
-        **({"waiting": _waiting(s)} if s["status"] == "requested" else {}),
+        **({"waiting": waiting_reason(s)} if s["status"] == "requested" else {}),
     }
 
-
-def _waiting(state: dict[str, Any]) -> str:
-    """Why a requested run has not started: what `forge/status` answers while it waits."""
-    if state.get("queue"):
-        return f"queued since {state['queue']['at']}: {state['queue']['reason']}"
-    if state.get("dispatches"):
-        last = state["dispatches"][-1]
-        selector = ", ".join(f"{k}={v}" for k, v in last["labelSelector"].items()) or "any"
-        return (f"submitted by {last['dispatcher']} at {last['at']}; waiting for a free slot "
-                f"on a worker with {selector}")
-    return ("requested; not submitted yet (with FOUNDRY_DISPATCHER=ray, `foundry dispatcher`"
-            " submits it)")
 
 
 def _owner(foundry: Foundry, run_id: UUID, state: dict[str, Any]) -> Result | None:

@@ -23,6 +23,9 @@ def _plain_listener(stream: IO[str]) -> Listener:
     last: dict[tuple[int, int], int] = {}
 
     def listen(e: dict[str, Any]) -> None:
+        if e["kind"] == "run_waiting":
+            print(f"[foundry] waiting: {e['message']}", file=stream, flush=True)
+            return
         key = (e["cycle"], e["index"])
         if e["kind"] == "stage_started":
             print(f"[foundry] {_label(e)}: started", file=stream, flush=True)
@@ -53,6 +56,9 @@ def _rich_listener(stream: IO[str]) -> Listener:
     tasks: dict[tuple[int, int], Any] = {}
 
     def listen(e: dict[str, Any]) -> None:
+        if e["kind"] == "run_waiting":
+            progress.console.print(f"waiting: {e['message']}")
+            return
         key = (e["cycle"], e["index"])
         if e["kind"] in ("stage_started", "stage_skipped"):
             progress.start()

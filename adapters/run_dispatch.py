@@ -104,27 +104,49 @@ class ClusterDispatcher:
 
 
 def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
-    """Block until the run ends, passing stage transitions to the progress listener."""
+    """Block until the run ends, passing what changed to the progress listener: why it waits,
+    stage starts, progress and completions."""
     seen: dict[str, str] = {}
+    progress: dict[str, Any] = {}
+    waiting = ""
     while True:
         run = foundry.runs.get_run(run_id)
+        if run.status == "requested" and waiting_reason(run.state) != waiting:
+            waiting = waiting_reason(run.state)
+            foundry.progress_listener({"kind": "run_waiting", "message": waiting})
         for key, record in sorted(run.state["stages"].items()):
-            status = record["status"]
-            before = seen.get(key)
-            if before == status:
-                continue
-            seen[key] = status
             event: Result = {"cycle": record["cycle"], "index": record["index"],
                              "type": record["type"]}
-            if before is None:  # a stage that started (and maybe ended) between two polls
+            status, before = record["status"], seen.get(key)
+            seen[key] = status
+            if before is None:  # new, even if it started and ended between two polls
                 foundry.progress_listener({"kind": "stage_started", **event})
-            if status == "completed":
+            latest = record.get("progress")
+            if status == "running" and latest is not None and latest != progress.get(key):
+                progress[key] = latest
+                foundry.progress_listener({"kind": "stage_progress", **event,
+                                           "fraction": latest["fraction"],
+                                           "message": latest["message"]})
+            if status == "completed" and before != "completed":
                 foundry.progress_listener({"kind": "stage_completed", **event,
                                            "seconds": record.get("seconds"),
                                            "metrics": record.get("metrics", {})})
         if run.ended:
             return
         time.sleep(poll_seconds)
+
+
+def waiting_reason(state: dict[str, Any]) -> str:
+    """Why a requested run has not started: what `forge/status` answers while it waits."""
+    if state.get("queue"):
+        return f"queued since {state['queue']['at']}: {state['queue']['reason']}"
+    if state.get("dispatches"):
+        last = state["dispatches"][-1]
+        selector = ", ".join(f"{k}={v}" for k, v in last["labelSelector"].items()) or "any"
+        return (f"submitted by {last['dispatcher']} at {last['at']}; waiting for a free slot "
+                f"on a worker with {selector}")
+    return ("requested; not submitted yet (with FOUNDRY_DISPATCHER=ray, `foundry dispatcher`"
+            " submits it)")
 
 
 DISPATCHERS: dict[str, Callable[[], RunDispatcher]] = {

@@ -182,15 +182,32 @@ def test_a_run_for_class_b_lands_on_a_class_b_node(store, recipe_data, tmp_path)
 def test_forge_run_that_waits_follows_the_run_to_its_end_with_progress(
         store, recipe_data, tmp_path):
     seen: list[tuple[str, int]] = []
-    store.progress_listener = lambda e: seen.append((e["kind"], e["index"]))
+    store.progress_listener = lambda e: seen.append((e["kind"], e.get("index", -1)))
     recipe_id = ok(store.execute("data/create", {"collection": R,
                                                  "data": recipe(recipe_data)}))["id"]
     with DispatcherThread(store, task_env(tmp_path, sleep=0.3)):
         done = ok(store.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": "any"}))
     assert done["status"] == "completed" and done["dispatcher"] == "ray"
     assert done["alloyHash"].startswith("sha256:") and "detached" not in done
-    assert seen == [(kind, i) for i in range(len(STAGES))
-                    for kind in ("stage_started", "stage_completed")]
+    assert seen[0][0] == "run_waiting"  # requested, then submitted: the display says so
+    assert [e for e in seen if e[0] in ("stage_started", "stage_completed")] == [
+        (kind, i) for i in range(len(STAGES)) for kind in ("stage_started", "stage_completed")]
+
+
+def test_the_cli_forge_run_under_ray_shows_why_it_waits_and_each_stage(
+        store, recipe_data, tmp_path):
+    recipe_id = ok(store.execute("data/create", {"collection": R,
+                                                 "data": recipe(recipe_data)}))["id"]
+    with DispatcherThread(store, task_env(tmp_path, sleep=0.3)):
+        cli = subprocess.run(
+            [sys.executable, "-m", "adapters.cli", "--db", store.config.url, "forge", "run",
+             recipe_id, "--node", f"{CLASS_B}@any"], cwd=ROOT, capture_output=True, text=True,
+            timeout=120, env={**os.environ, "FOUNDRY_DISPATCHER": "ray"})
+    assert cli.returncode == 0, cli.stderr
+    out = cli.stdout + cli.stderr
+    assert "[foundry] waiting: " in out
+    for i in range(len(STAGES)):
+        assert f"cycle 1 stage {i}" in out and "completed in" in out
 
 
 def test_two_runs_for_one_single_slot_node_run_one_after_the_other(
