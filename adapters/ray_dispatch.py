@@ -94,6 +94,7 @@ class TrackedRun:
     cancelled: bool = False
     ref: Any = None  # the live task's ObjectRef
     failures: int = 0
+    lease_waits: int = 0
     not_before: float = 0.0
     last_error: str = ""
 
@@ -204,6 +205,10 @@ class Reconciler:
         tracked.last_error = error
         if count:
             tracked.failures += 1
+        else:
+            # Another attempt holds the lease (one this dispatcher does not own): never a
+            # reason to give up, but each wait holds a slot, so wait longer each time.
+            tracked.lease_waits += 1
         if tracked.failures >= self.max_resubmits:
             message = (f"the dispatcher gave up after {tracked.failures} tasks; last: "
                        f"{error}")
@@ -213,7 +218,7 @@ class Reconciler:
             log.error("run_abandoned", run_id=str(tracked.run_id), error=error)
             del self.runs[tracked.run_id]
             return
-        delay = min(60.0, 2.0 ** tracked.failures)
+        delay = min(60.0, 2.0 ** (tracked.failures + tracked.lease_waits))
         tracked.not_before = time.monotonic() + delay
         log.warning("run_resubmit_scheduled", run_id=str(tracked.run_id), error=error,
                     in_seconds=delay)

@@ -147,8 +147,12 @@ def test_the_dispatcher_gives_a_run_up_after_repeated_failed_tasks(
     reconciler._read_events()  # no Ray call: only the store
     tracked = reconciler.runs[run_id]
     assert tracked.hardware_node == "any" and not tracked.ended
-    reconciler._retry_later(tracked, "lease-held-elsewhere", count=False)
-    assert tracked.failures == 0 and tracked.not_before > 0
+    for waits in (1, 2, 3):  # never given up for a lease held elsewhere; backing off
+        before = time.monotonic()
+        reconciler._retry_later(tracked, "lease-held-elsewhere", count=False)
+        assert tracked.failures == 0 and tracked.lease_waits == waits
+        assert tracked.not_before >= before + 2 ** waits
+    assert run_id in reconciler.runs
     for n in (1, 2):
         reconciler._retry_later(tracked, f"WorkerCrashedError: crash {n}", count=True)
         assert tracked.failures == n and run_id in reconciler.runs
