@@ -31,7 +31,11 @@ Runs on the Ray head, one per store. Submits every requested run to a matching w
 re-submits unfinished runs that have no live task (worker or node lost, dispatcher restarted),
 never re-submits a cancelled run, and records why a run waits (forge/status shows it).
 Needs FOUNDRY_DISPATCHER=ray on the machines that call forge/run, so that they leave the
-execution to this process.
+execution to this process. Stop it with SIGTERM or Ctrl-C; run exactly one per store, under a
+supervisor (a restart interrupts running stages, which then resume: docs/deploy.md).
+Example:
+  FOUNDRY_DATABASE_URL=postgresql://foundry@db.internal/foundry PGPASSWORD=... \
+    foundry dispatcher --address 127.0.0.1:6379
 """
 
 
