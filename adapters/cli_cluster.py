@@ -33,9 +33,8 @@ never re-submits a cancelled run, and records why a run waits (forge/status show
 Needs FOUNDRY_DISPATCHER=ray on the machines that call forge/run, so that they leave the
 execution to this process. Stop it with SIGTERM or Ctrl-C; run exactly one per store, under a
 supervisor (a restart interrupts running stages, which then resume: docs/deploy.md).
-Example:
-  FOUNDRY_DATABASE_URL=postgresql://foundry@db.internal/foundry PGPASSWORD=... \
-    foundry dispatcher --address 127.0.0.1:6379
+Example (PGPASSWORD and FOUNDRY_STATE_DIR set in the environment):
+  foundry --db postgresql://foundry@db.internal/foundry dispatcher --address 127.0.0.1:6379
 """
 
 
