@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -80,6 +82,28 @@ def forge_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def recipe_data() -> dict[str, Any]:
     return json.loads(EXAMPLE.read_text())
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    assert result["success"], result
+    return result
+
+
+def run_events(foundry: Any, run_id: str) -> list[Any]:
+    stored = foundry.runs.recorder.select_events(UUID(run_id))
+    return [foundry.runs.mapper.to_domain_event(s) for s in stored]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The first truthy value of `check()`, polled until `timeout` seconds; else the test
+    fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def count_stored_events(app: Any, kind: str) -> int:

@@ -21,7 +21,7 @@ from adapters.handlers import validate_recipe
 from domain.artifact_builder import artifact_id
 from domain.errors import InvalidInputError
 from projections.recipes.fold import META_FIELDS
-from tests.conftest import ROOT, SHARED, count_events, count_run_events
+from tests.conftest import ROOT, SHARED, count_events, count_run_events, ok
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -48,11 +48,6 @@ def foundry(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ])
     with Foundry.open(store_url) as f:
         yield f
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["success"], result
-    return result
 
 
 def counts(foundry: Any) -> tuple[int, int]:

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from domain.errors import (
 from domain.forge_run import ForgeRun
 from domain.values.artifact import ForgeArtifact
 from executors.fake import FakeExecutor, build_fake_registry
-from tests.conftest import PG_SERVER, count_events, count_run_events
+from tests.conftest import PG_SERVER, count_events, count_run_events, ok, run_events, wait_for
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -76,22 +75,12 @@ def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["success"], result
-    return result
-
-
 def create_recipe(foundry: Any, data: dict[str, Any]) -> str:
     return str(ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"])
 
 
 def forge(foundry: Any, recipe_id: str, **params: Any) -> dict[str, Any]:
     return ok(foundry.execute("forge/run", {"recipeId": recipe_id, **params}))
-
-
-def run_events(foundry: Any, run_id: str) -> list[Any]:
-    stored = foundry.runs.recorder.select_events(UUID(run_id))
-    return [foundry.runs.mapper.to_domain_event(s) for s in stored]
 
 
 def names(events: list[Any]) -> list[str]:
@@ -112,16 +101,6 @@ def assert_alloy_hash_verifies(doc: dict[str, Any]) -> None:
 def stage_outputs(foundry: Any, run_id: str) -> list[tuple[int, int, str, str]]:
     status = ok(foundry.execute("forge/status", {"runId": run_id}))
     return [(s["cycle"], s["index"], s["inputHash"], s["outputHash"]) for s in status["stages"]]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def process_gone(pid: int) -> bool:

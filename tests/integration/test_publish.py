@@ -19,7 +19,7 @@ import pytest
 
 from adapters.cards import render_cards
 from domain.artifact_builder import alloy_hash, artifact_id
-from tests.conftest import PG_SERVER
+from tests.conftest import PG_SERVER, ok, run_events
 from tests.hubserver import HUB_CLIENT_TIMEOUT, HUB_TOKEN
 
 A = "forge_artifacts"
@@ -45,11 +45,6 @@ def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["success"], result
-    return result
-
-
 def forged(foundry: Any, recipe: dict[str, Any], **params: Any) -> dict[str, Any]:
     recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": recipe}))["id"]
     result = ok(foundry.execute("forge/run", {"recipeId": recipe_id, **params}))
@@ -65,11 +60,6 @@ def read_artifact(foundry: Any, run_id: str) -> dict[str, Any]:
     read = ok(foundry.execute("data/read", {"collection": A, "id": artifact_id(run_id)}))
     assert read["found"], read
     return dict(read["data"])
-
-
-def run_events(foundry: Any, run_id: str) -> list[Any]:
-    stored = foundry.runs.recorder.select_events(UUID(run_id))
-    return [foundry.runs.mapper.to_domain_event(s) for s in stored]
 
 
 def names(events: list[Any]) -> list[str]:

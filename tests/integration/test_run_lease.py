@@ -18,7 +18,7 @@ import pytest
 from adapters.lease import RunLease
 from adapters.orchestrator import utc_now
 from adapters.run_dispatch import InProcessDispatcher
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ok
 
 R = "forge_recipes"
 
@@ -29,11 +29,6 @@ def foundry(store_url: str, forge_env: Path) -> Any:
 
     with Foundry.open(store_url) as f:
         yield f
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["success"], result
-    return result
 
 
 def requested_run(foundry: Any, recipe_data: dict[str, Any],

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,7 +25,7 @@ import ray  # the ray extra: scripts/setup.sh installs it, so these tests never 
 from ray.cluster_utils import Cluster
 
 from adapters.placement import worker_labels, worker_resources
-from tests.conftest import ROOT, drop_schema, pg_schema_url
+from tests.conftest import ROOT, drop_schema, ok, pg_schema_url, run_events, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 
@@ -104,11 +104,6 @@ def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["success"], result
-    return result
-
-
 def request(foundry: Any, data: dict[str, Any], node: str) -> str:
     recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
     started = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": node,
@@ -121,23 +116,8 @@ def status(foundry: Any, run_id: str) -> dict[str, Any]:
     return ok(foundry.execute("forge/status", {"runId": run_id}))
 
 
-def events(foundry: Any, run_id: str) -> list[Any]:
-    stored = foundry.runs.recorder.select_events(UUID(run_id))
-    return [foundry.runs.mapper.to_domain_event(s) for s in stored]
-
-
 def named(evs: list[Any], name: str) -> list[Any]:
     return [e for e in evs if type(e).__name__ == name]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def ended(foundry: Any, run_id: str) -> str | None:
@@ -165,7 +145,7 @@ def test_a_run_for_class_b_lands_on_a_class_b_node(store, recipe_data, tmp_path)
     with DispatcherThread(store, task_env(tmp_path)):
         run_id = request(store, recipe(recipe_data), f"{CLASS_B}@any")
         assert wait_for(lambda: ended(store, run_id), 60, "the run to end") == "completed"
-    evs = events(store, run_id)
+    evs = run_events(store, run_id)
     [dispatched] = named(evs, "Dispatched")
     assert dispatched.label_selector == {"foundry.class": CLASS_B}
     assert dispatched.resources == {"foundry.slot": 1.0}
@@ -219,7 +199,7 @@ def test_two_runs_for_one_single_slot_node_run_one_after_the_other(
             assert wait_for(lambda r=run_id: ended(store, r), 90, "both runs") == "completed"
     spans = []
     for run_id in (first, second):
-        evs = events(store, run_id)
+        evs = run_events(store, run_id)
         assert named(evs, "Started")[0].node["class"] == CLASS_A
         spans.append((named(evs, "Started")[0].at, named(evs, "Completed")[0].at))
     spans.sort()
@@ -237,7 +217,7 @@ def test_a_run_no_worker_can_take_stays_queued_and_status_says_why(
     assert "no live worker offers h100@lab-9" in waiting
     assert f"{CLASS_A}@{SITE_A}" in waiting and f"{CLASS_B}@{SITE_B}" in waiting
     assert "foundry worker --class h100 --site lab-9" in waiting
-    evs = events(store, run_id)
+    evs = run_events(store, run_id)
     assert len(named(evs, "Queued")) == 1 and not named(evs, "Dispatched")
 
 
@@ -271,18 +251,18 @@ def test_an_imported_run_is_never_dispatched(store, tmp_path):
         run_id = import_alloy(store, path)["runId"]
         time.sleep(1.0)
         assert not dispatcher.reconciler.runs
-    assert not named(events(store, run_id), "Dispatched")
-    assert not named(events(store, run_id), "Queued")
+    assert not named(run_events(store, run_id), "Dispatched")
+    assert not named(run_events(store, run_id), "Queued")
 
 def test_a_killed_worker_process_is_retried_by_ray_and_the_run_resumes(
         store, recipe_data, tmp_path):
     with DispatcherThread(store, task_env(tmp_path, sleep=1.2)):
         run_id = request(store, recipe(recipe_data), f"{CLASS_A}@any")
         wait_for(lambda: running_stage(store, run_id, 1), 60, "the second stage to run")
-        first_pid = named(events(store, run_id), "Started")[0].pid
+        first_pid = named(run_events(store, run_id), "Started")[0].pid
         kill(first_pid)
         assert wait_for(lambda: ended(store, run_id), 90, "the run to end") == "completed"
-    evs = events(store, run_id)
+    evs = run_events(store, run_id)
     attempts = named(evs, "Started")
     assert len(attempts) == 2 and attempts[1].pid != first_pid
     assert len(named(evs, "Dispatched")) == 1  # Ray's retry, not a re-submission
@@ -304,7 +284,7 @@ def test_two_attempts_on_two_nodes_at_once_execute_the_run_once(store, recipe_da
     results = ray.get(refs, timeout=120)
     assert sorted(r["status"] for r in results) == ["completed", "completed"]
     assert len({r["nodeId"] for r in results}) == 2  # really on two nodes
-    evs = events(store, run_id)
+    evs = run_events(store, run_id)
     assert len(named(evs, "Started")) == 1
     assert_each_stage_completed_once(evs)
 
@@ -337,7 +317,7 @@ def test_a_killed_dispatcher_restarted_completes_the_run_with_no_duplicate(
     finally:
         if first.poll() is None:
             first.kill()
-    evs = events(store, run_id)
+    evs = run_events(store, run_id)
     assert len(named(evs, "Dispatched")) == 2
     assert len(named(evs, "Started")) == 2
     assert_each_stage_completed_once(evs)
@@ -348,12 +328,12 @@ def test_cancel_stops_a_running_stage_and_it_is_not_retried(store, recipe_data, 
     with DispatcherThread(store, task_env(tmp_path, sleep=6.0)) as dispatcher:
         run_id = request(store, recipe(recipe_data), f"{CLASS_A}@any")
         wait_for(lambda: running_stage(store, run_id, 0), 60, "the first stage to run")
-        pid = named(events(store, run_id), "Started")[0].pid
+        pid = named(run_events(store, run_id), "Started")[0].pid
         ok(store.execute("forge/cancel", {"runId": run_id, "reason": "wrong data", "by": "ana"}))
         wait_for(lambda: not _alive(pid), 20, "the worker process to be stopped")
         time.sleep(2.0)  # time for a retry, were there one
         assert UUID(run_id) not in dispatcher.reconciler.runs
-    evs = events(store, run_id)
+    evs = run_events(store, run_id)
     names = [type(e).__name__ for e in evs]
     assert names[-1] == "Cancelled" and status(store, run_id)["status"] == "cancelled"
     assert len(named(evs, "Started")) == 1 and not named(evs, "StageCompleted")
@@ -387,7 +367,7 @@ def test_foundry_worker_joins_with_its_labels_and_takes_runs_for_its_class(
         with DispatcherThread(store, task_env(tmp_path)):
             run_id = request(store, recipe(recipe_data), "cls-c@desk")
             assert wait_for(lambda: ended(store, run_id), 60, "the run") == "completed"
-        started = named(events(store, run_id), "Started")[0]
+        started = named(run_events(store, run_id), "Started")[0]
         assert started.node == {"rayNodeId": node["NodeID"], "class": "cls-c", "site": "desk"}
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
