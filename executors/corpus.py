@@ -19,6 +19,7 @@ import sysconfig
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
 import rfc8785
 
@@ -165,3 +166,12 @@ def corpus_hash(path: Path) -> str:
         entries.sort(key=lambda e: e["filename"])
         return "sha256:" + hashlib.sha256(rfc8785.dumps(entries)).hexdigest()
     raise FileNotFoundError(f"no corpus file or directory at {path}")
+
+
+def corpus_ref(path: Path, name: str) -> dict[str, Any]:
+    """A recipe's `calibrationCorpus` (wire form) for the local corpus directory `path`:
+    its name, content hash, size in bytes and a `file://` source URL."""
+    path = Path(path)
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return {"name": name, "contentHash": corpus_hash(path), "sizeBytes": size,
+            "sourceUrl": path.as_uri()}

@@ -49,12 +49,10 @@ def build_inputs(work: Path = WORK) -> tuple[Path, Path]:
 
 def local_inputs(corpus: Path, model: Path) -> dict[str, Any]:
     """The recipe fields that point the example at the corpus and model built here."""
-    from executors.corpus import corpus_hash
+    from executors.corpus import corpus_ref
 
-    size = sum(f.stat().st_size for f in corpus.iterdir() if f.is_file())
     return {
-        "calibrationCorpus": {"name": "python-stdlib-docs", "contentHash": corpus_hash(corpus),
-                              "sizeBytes": size, "sourceUrl": corpus.as_uri()},
+        "calibrationCorpus": corpus_ref(corpus, "python-stdlib-docs"),
         "source": {"baseModel": str(model), "architecture": "llama"},
     }
 

@@ -12,7 +12,7 @@ import pytest
 
 import executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 from domain.artifact_builder import alloy_hash
-from executors.corpus import build_stdlib_corpus, corpus_hash
+from executors.corpus import build_stdlib_corpus, corpus_ref
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -28,10 +28,7 @@ def test_the_smollm2_example_forges_end_to_end(tmp_path: Path, monkeypatch):
     corpus = build_stdlib_corpus(tmp_path / "corpus")
     recipe: dict[str, Any] = json.loads(EXAMPLE.read_text())
     assert recipe["source"]["baseModel"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    recipe["calibrationCorpus"] = {
-        "name": "stdlib", "contentHash": corpus_hash(corpus),
-        "sizeBytes": sum(f.stat().st_size for f in corpus.iterdir()), "sourceUrl": corpus.as_uri(),
-    }
+    recipe["calibrationCorpus"] = corpus_ref(corpus, "stdlib")
     with Foundry.open(f"sqlite:///{tmp_path / 'f.db'}") as foundry:
         created = foundry.execute("data/create", {"collection": "forge_recipes", "data": recipe})
         assert created["success"], created

@@ -13,7 +13,7 @@ import pytest
 
 import executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 from domain.artifact_builder import alloy_hash
-from executors.corpus import build_stdlib_corpus, corpus_hash
+from executors.corpus import build_stdlib_corpus, corpus_ref
 from executors.tiny_model import build_tiny_llama
 from tests.conftest import EXAMPLE
 
@@ -37,10 +37,7 @@ def test_the_example_recipe_forges_for_real_end_to_end(inputs, tmp_path, monkeyp
 
     recipe: dict[str, Any] = json.loads(EXAMPLE.read_text())
     recipe["source"] = {"baseModel": str(model), "architecture": "llama"}
-    recipe["calibrationCorpus"] = {
-        "name": "stdlib", "contentHash": corpus_hash(corpus),
-        "sizeBytes": sum(f.stat().st_size for f in corpus.iterdir()), "sourceUrl": corpus.as_uri(),
-    }
+    recipe["calibrationCorpus"] = corpus_ref(corpus, "stdlib")
     with Foundry.open(f"sqlite:///{tmp_path / 'f.db'}") as foundry:
         created = foundry.execute("data/create", {"collection": "forge_recipes", "data": recipe})
         assert created["success"], created

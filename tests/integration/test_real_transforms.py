@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # the ml extra: scripts/setup.sh installs it, so these tests never skip
 
 from executors.base import StageContext, StageResult
-from executors.corpus import build_stdlib_corpus, corpus_hash
+from executors.corpus import build_stdlib_corpus, corpus_hash, corpus_ref
 from executors.errors import CorpusHashMismatchError, ExecutorError, SourceNotFoundError
 from executors.real import context_extend, lora, prune
 from executors.real.context_extend import ContextExtendExecutor
@@ -50,13 +50,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("real")
     corpus = build_stdlib_corpus(root / "corpus")
     model = build_tiny_llama(root / "tiny", corpus / "train.txt")
-    size = sum(p.stat().st_size for p in corpus.iterdir())
-    recipe = {
-        "calibrationCorpus": {
-            "name": "stdlib-docstrings", "contentHash": corpus_hash(corpus),
-            "sizeBytes": size, "sourceUrl": corpus.as_uri(),
-        }
-    }
+    recipe = {"calibrationCorpus": corpus_ref(corpus, "stdlib-docstrings")}
     return {"corpus": corpus, "model": model, "recipe": recipe}
 
 
