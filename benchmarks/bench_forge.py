@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from adapters.blobs import hash_dir  # noqa: E402
 from adapters.bootstrap import Foundry  # noqa: E402
 from benchmarks._machine import fs_type, version  # noqa: E402
 from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
+from benchmarks._timing import Timers  # noqa: E402
 from executors.base import StageContext  # noqa: E402
 from executors.fake import build_fake_registry, resolve_fake_source  # noqa: E402
 
@@ -123,25 +124,6 @@ def print_machine(info: dict[str, Any]) -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-class Timers:
-    """Accumulated seconds and calls of wrapped callables."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-                self.calls[name] = self.calls.get(name, 0) + 1
-
-        return wrapper
-
 
 @contextlib.contextmanager
 def instrumented(foundry: Foundry, timers: Timers) -> Iterator[None]:

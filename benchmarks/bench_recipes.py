@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from adapters.bootstrap import Foundry  # noqa: E402
 from adapters.handlers import validate_recipe  # noqa: E402
 from benchmarks._machine import fs_type, loadavg, version  # noqa: E402
 from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
+from benchmarks._timing import Timers  # noqa: E402
 from domain.recipe import Recipe  # noqa: E402
 
 PG_SERVER = os.environ.get("FOUNDRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -110,32 +111,6 @@ def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[k]
-
-
-class Timers:
-    """Accumulated seconds and call counts of wrapped callables."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-        self.enabled = True
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not self.enabled:
-                return fn(*args, **kwargs)
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-                self.calls[name] = self.calls.get(name, 0) + 1
-
-        return wrapper
-
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.calls.clear()
 
 
 @contextlib.contextmanager
