@@ -38,12 +38,13 @@ class RunLease:
 
     def __init__(self, config: StoreConfig, state_dir: Path, run_id: UUID) -> None:
         self.config, self.state_dir, self.run_id = config, state_dir, run_id
-        self._conn: Any = None
+        self._conn: Any = None  # the lease's own connection, open from the first try
+        self._conn_holds = False
         self._file: IO[bytes] | None = None
 
     @property
     def held(self) -> bool:
-        return self._conn is not None or self._file is not None
+        return self._conn_holds or self._file is not None
 
     def acquire(self, wait_seconds: float = 0.0, poll_seconds: float = 0.25) -> bool:
         """True once held; False if another holder kept it for `wait_seconds`."""
@@ -54,6 +55,7 @@ class RunLease:
             if self._try():
                 return True
             if time.monotonic() >= deadline:
+                self.release()  # closes the connection the tries used
                 return False
             time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
 
@@ -65,15 +67,13 @@ class RunLease:
     def _try_postgres(self) -> bool:
         import psycopg
 
-        conn = psycopg.connect(**self.config.pg_conninfo(), autocommit=True,
-                               application_name=f"foundry-lease-{self.run_id}")
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)",
-                           (advisory_key(self.run_id),)).fetchone()
-        if row is not None and row[0]:
-            self._conn = conn
-            return True
-        conn.close()
-        return False
+        if self._conn is None:  # one connection for every try of a wait, kept if it wins
+            self._conn = psycopg.connect(**self.config.pg_conninfo(), autocommit=True,
+                                         application_name=f"foundry-lease-{self.run_id}")
+        row = self._conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                 (advisory_key(self.run_id),)).fetchone()
+        self._conn_holds = row is not None and bool(row[0])
+        return self._conn_holds
 
     def _try_file(self) -> bool:
         path = self.state_dir / "leases" / f"{self.run_id}.lock"
@@ -92,12 +92,13 @@ class RunLease:
 
     def release(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.execute("SELECT pg_advisory_unlock(%s)",
-                                   (advisory_key(self.run_id),))
+            if self._conn_holds:
+                with contextlib.suppress(Exception):
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)",
+                                       (advisory_key(self.run_id),))
             with contextlib.suppress(Exception):
                 self._conn.close()
-            self._conn = None
+            self._conn, self._conn_holds = None, False
         if self._file is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)

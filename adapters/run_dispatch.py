@@ -111,8 +111,9 @@ def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
     waiting = ""
     while True:
         run = foundry.runs.get_run(run_id)
-        if run.status == "requested" and waiting_reason(run.state) != waiting:
-            waiting = waiting_reason(run.state)
+        reason = waiting_reason(run.state) if run.status == "requested" else waiting
+        if reason != waiting:
+            waiting = reason
             foundry.progress_listener({"kind": "run_waiting", "message": waiting})
         for key, record in sorted(run.state["stages"].items()):
             event: Result = {"cycle": record["cycle"], "index": record["index"],
