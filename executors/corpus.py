@@ -139,7 +139,8 @@ def build_stdlib_corpus(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -156,10 +157,10 @@ def corpus_hash(path: Path) -> str:
     """
     path = Path(path)
     if path.is_file():
-        return "sha256:" + _file_sha256(path)
+        return "sha256:" + file_sha256(path)
     if path.is_dir():
         entries = [
-            {"filename": p.relative_to(path).as_posix(), "sha256": _file_sha256(p)}
+            {"filename": p.relative_to(path).as_posix(), "sha256": file_sha256(p)}
             for p in path.rglob("*")
             if p.is_file()
         ]

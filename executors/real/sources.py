@@ -16,7 +16,6 @@ Anything else raises `SourceNotFoundError(base_model, looked_in=[...])`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -26,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from executors.corpus import file_sha256
 from executors.errors import SourceNotFoundError
 from executors.real.common import configure_torch, quiet_transformers
 from executors.real.data import env_flag
@@ -44,14 +44,6 @@ def model_cache_root() -> Path:
     if configured:
         return Path(configured).expanduser()
     return Path.home() / ".cache" / "foundry" / "models"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -73,7 +65,7 @@ def gguf_to_hf(gguf_file: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file = Path(gguf_file).resolve()
-    target = model_cache_root() / _sha256(gguf_file)
+    target = model_cache_root() / file_sha256(gguf_file)
     if _converted(target):
         return target
     configure_torch()
