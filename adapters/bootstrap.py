@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import InfrastructureFactory
 
-from adapters.app import RecipeBook
-from adapters.config import StoreConfig, parse_database_url, resolve_database_url
-from adapters.persistence import RECORDER_TOPICS
-from adapters.runs_app import ForgeRuns
-from projections.artifacts.view import TOPICS as ARTIFACT_TOPICS
-from projections.artifacts.view import ArtifactViewPostgres, ArtifactViewSQLite
-from projections.host import ProjectionHost
-from projections.recipes.fold import TOPICS as RECIPE_TOPICS
-from projections.recipes.view import RecipeViewPostgres, RecipeViewSQLite
+from foundry.adapters.store.recipe_book import RecipeBook
+from foundry.adapters.store.config import StoreConfig, parse_database_url, resolve_database_url
+from foundry.adapters.store.persistence import RECORDER_TOPICS
+from foundry.adapters.store.forge_runs import ForgeRuns
+from foundry.projections.artifacts.view import TOPICS as ARTIFACT_TOPICS
+from foundry.projections.artifacts.view import ArtifactViewPostgres, ArtifactViewSQLite
+from foundry.projections.host import ProjectionHost
+from foundry.projections.recipes.fold import TOPICS as RECIPE_TOPICS
+from foundry.projections.recipes.view import RecipeViewPostgres, RecipeViewSQLite
 
 if TYPE_CHECKING:
-    from adapters.blobs import BlobStore
-    from adapters.run_dispatch import RunDispatcher
-    from executors.registry import ExecutorRegistry
+    from foundry.adapters.store.blobs import BlobStore
+    from foundry.adapters.runs.launch import RunDispatcher
+    from foundry.executors.registry import ExecutorRegistry
 
 RECIPE_VIEW_NAME = "recipeview"
 ARTIFACT_VIEW_NAME = "artifactview"
@@ -41,7 +41,7 @@ class Foundry:
 
         if not structlog.is_configured():
             # A library caller who set nothing gets warnings on stderr, not info on stdout.
-            from adapters.logging import configure_logging
+            from foundry.adapters.log_setup import configure_logging
 
             configure_logging("WARNING")
         self.config = config
@@ -81,7 +81,7 @@ class Foundry:
             missing = [n for n in names if conn.execute(
                 "SELECT to_regclass(%s)", (f'"{schema}"."{n}"',)).fetchone() == (None,)]
         if missing:
-            from adapters.errors import StoreUnavailableError
+            from foundry.adapters.errors import StoreUnavailableError
 
             raise StoreUnavailableError(self.config.display_url, RuntimeError(
                 f"tables {', '.join(missing)} do not exist: run `foundry db init` once "
@@ -89,7 +89,7 @@ class Foundry:
 
     @property
     def blobs(self) -> BlobStore:
-        from adapters.blobs import BlobStore
+        from foundry.adapters.store.blobs import BlobStore
 
         return BlobStore(self.state_dir / "blobs")
 
@@ -101,13 +101,13 @@ class Foundry:
         if self._registry is None:
             kind = os.environ.get(ENV_EXECUTORS, "real")
             if kind == "fake":
-                from executors.fake import build_fake_registry
+                from foundry.executors.fake import build_fake_registry
 
                 sleep = float(os.environ.get("FOUNDRY_FAKE_SLEEP", "0"))
                 self._registry = build_fake_registry(
                     sleep_seconds=sleep, fail_on=os.environ.get("FOUNDRY_FAKE_FAIL_ON"))
             else:
-                from executors.real import build_registry
+                from foundry.executors.real import build_registry
 
                 self._registry = build_registry()
         return self._registry
@@ -117,7 +117,7 @@ class Foundry:
         """How forge/run gets a run executed: FOUNDRY_DISPATCHER=in-process (default) or
         ray (adapters/run_dispatch.py)."""
         if self._run_dispatcher is None:
-            from adapters.run_dispatch import dispatcher_from_env
+            from foundry.adapters.runs.launch import dispatcher_from_env
 
             self._run_dispatcher = dispatcher_from_env()
         return self._run_dispatcher
@@ -148,10 +148,10 @@ class Foundry:
         }
 
     def execute(self, command: str, params: Any) -> dict[str, Any]:
-        """Run one command through the dispatcher (see adapters.dispatcher)."""
-        import adapters.forge
-        import adapters.lineage  # noqa: F401 - registers lineage and audit commands
-        from adapters.dispatcher import dispatch
+        """Run one command through the dispatcher (see foundry.adapters.commands.bus)."""
+        import foundry.adapters.commands.forge
+        import foundry.adapters.commands.lineage  # noqa: F401 - registers lineage and audit commands
+        from foundry.adapters.commands.bus import dispatch
 
         with self._lock:
             return dispatch(self, command, params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.errors import FoundryError
+from foundry.domain.errors import FoundryError
 
 
 class StoreUnavailableError(FoundryError):

@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:
 import psycopg  # noqa: E402
 import structlog  # noqa: E402
 
-from adapters.bootstrap import Foundry  # noqa: E402
+from foundry.adapters.bootstrap import Foundry  # noqa: E402
 from benchmarks._machine import load_1min, loadavg, version  # noqa: E402
 from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
 
@@ -195,7 +195,7 @@ def summarize(timelines: list[dict[str, float | None]], *, queued: bool = False
 def wait_ended(foundry: Foundry, run_ids: list[str], timeout: float) -> None:
     """Until every run ended; one query of the notification log each 0.1 s (polling each
     run's aggregate would load the CPUs the runs need)."""
-    from domain.forge_run import ForgeRun
+    from foundry.domain.forge_run import ForgeRun
 
     topics = (ForgeRun.Completed.TOPIC, ForgeRun.Failed.TOPIC, ForgeRun.Cancelled.TOPIC)
     recorder = foundry.runs.recorder
@@ -261,7 +261,7 @@ def bench_in_process(url: str, tmp: Path, runs: int) -> dict[str, Any]:
 
 def bench_detached(url: str, tmp: Path, runs: int) -> dict[str, Any]:
     """In-process with `wait: false`: N runs requested at once, each in its own detached
-    worker process on this machine (`python -m adapters.worker`), all at the same time."""
+    worker process on this machine (`python -m foundry.adapters.runs.worker`), all at the same time."""
     os.environ.update({**fake_env(tmp), "FOUNDRY_DISPATCHER": "in-process"})
     state = tmp / "state"
     with Foundry.open(url, state_dir=state) as foundry:
@@ -283,11 +283,11 @@ def bench_detached(url: str, tmp: Path, runs: int) -> dict[str, Any]:
 
 def traced_execute_run(database_url: str, run_id: str, state_dir: str,
                        lease_wait_seconds: float) -> dict[str, Any]:
-    """adapters.ray_dispatch.execute_run, noting when the task entered its worker and when
+    """foundry.adapters.fleet.ray_dispatch.execute_run, noting when the task entered its worker and when
     its imports were done (pickled by value: this module is not importable on the nodes)."""
     entered = time.time()
-    import adapters.bootstrap  # noqa: F401 - what execute_run imports first, timed here
-    from adapters.ray_dispatch import execute_run
+    import foundry.adapters.bootstrap  # noqa: F401 - what execute_run imports first, timed here
+    from foundry.adapters.fleet.ray_dispatch import execute_run
 
     imported = time.time()
     trace = Path(state_dir) / TRACE_DIR
@@ -301,7 +301,7 @@ class Dispatcher:
     """The reconciler in a thread of this process, on its own Foundry (own connections)."""
 
     def __init__(self, url: str, state: Path, poll: float, env: dict[str, str]) -> None:
-        from adapters.ray_dispatch import Reconciler
+        from foundry.adapters.fleet.ray_dispatch import Reconciler
 
         self.foundry = Foundry.open(url, state_dir=state)
         self.reconciler = Reconciler(self.foundry, poll_seconds=poll, lease_wait_seconds=30,
@@ -332,7 +332,7 @@ def start_cluster() -> tuple[Any, float]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from adapters.placement import worker_labels, worker_resources
+    from foundry.adapters.fleet.placement import worker_labels, worker_resources
 
     for key in [k for k in os.environ if k.startswith("FOUNDRY_") or k == "RAY_ADDRESS"]:
         del os.environ[key]
@@ -358,7 +358,7 @@ def bench_ray(url: str, tmp: Path, runs: int, polls: list[float],
               trace: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import ray
 
-    import adapters.ray_dispatch as ray_dispatch
+    import foundry.adapters.fleet.ray_dispatch as ray_dispatch
 
     cluster, startup = start_cluster()
     env = fake_env(tmp)

@@ -46,13 +46,13 @@ if str(ROOT) not in sys.path:
 import psycopg  # noqa: E402
 import structlog  # noqa: E402
 
-from adapters.blobs import hash_dir  # noqa: E402
-from adapters.bootstrap import Foundry  # noqa: E402
+from foundry.adapters.store.blobs import hash_dir  # noqa: E402
+from foundry.adapters.bootstrap import Foundry  # noqa: E402
 from benchmarks._machine import fs_type, version  # noqa: E402
 from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
 from benchmarks._timing import Timers  # noqa: E402
-from executors.base import StageContext  # noqa: E402
-from executors.fake import build_fake_registry, resolve_fake_source  # noqa: E402
+from foundry.executors.base import StageContext  # noqa: E402
+from foundry.executors.fake import build_fake_registry, resolve_fake_source  # noqa: E402
 
 PG_SERVER = os.environ.get("FOUNDRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
@@ -130,7 +130,7 @@ def instrumented(foundry: Foundry, timers: Timers) -> Iterator[None]:
     """Wrap run-event writes and blob-store calls of this run (instance attributes only; the
     BlobStore is rebuilt on each `foundry.blobs` access, so its class methods are wrapped and
     restored)."""
-    from adapters.blobs import BlobStore
+    from foundry.adapters.store.blobs import BlobStore
 
     # put_file is the bottom of every store (put_dir and extra outputs go through it).
     originals = {name: getattr(BlobStore, name) for name in ("put_file", "materialize",

@@ -15,11 +15,11 @@ Each repeat runs the pipeline twice, alternating which goes first:
    the ``stage_started`` to the ``stage_completed`` listener call, i.e. including storing its
    outputs and its completion event).
 2. **direct**: the very same executor objects, ``executor.run(ctx, reporter)`` in the run's
-   own order (``adapters.orchestrator.plan`` of the recipe the foundry pinned) on the same
+   own order (``foundry.adapters.runs.orchestrator.plan`` of the recipe the foundry pinned) on the same
    inputs, seed 0, same device, a reporter that does nothing, each output directory the next
    stage's input; no store, no blobs.
 
-Before each pipeline the corpus token cache of ``executors.real.data`` is cleared, so both
+Before each pipeline the corpus token cache of ``foundry.executors.real.data`` is cleared, so both
 start like a fresh worker; heavy imports and one forward/backward pass are done first,
 untimed. Overhead = (foundry total - direct total) / direct total on the medians. Since
 other work on the machine moves stage times by more than that, it also reports the foundry's
@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import executors.real  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch loads)
+import foundry.executors.real  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch loads)
 from benchmarks._machine import load_1min, loadavg, version  # noqa: E402
 from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
 
@@ -118,7 +118,7 @@ class NullReporter:
 
 def clear_token_cache() -> None:
     """Forget tokenized corpora, so every pipeline starts like a fresh worker process."""
-    from executors.real import data
+    from foundry.executors.real import data
 
     data._CACHE.clear()  # a benchmark resets module state on purpose
 
@@ -160,8 +160,8 @@ def instrumented(foundry: Any, timers: Timers) -> Iterator[None]:
     """Time what the foundry adds inside a run: every run-event write (aggregate load, command,
     commit), the reporter's calls (heartbeat file, throttled StageProgressed events) per stage,
     and the blob store (hash, copy, fsync; materialise)."""
-    from adapters.blobs import BlobStore
-    from adapters.progress import RunReporter
+    from foundry.adapters.store.blobs import BlobStore
+    from foundry.adapters.runs.progress import RunReporter
 
     def wrap(name: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -198,7 +198,7 @@ def instrumented(foundry: Any, timers: Timers) -> Iterator[None]:
 
 def run_foundry(recipe: dict[str, Any], registry: Any, tmp: Path) -> dict[str, Any]:
     """One forge/run of `recipe` in a fresh store under `tmp`, timed."""
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     spans: dict[tuple[int, int], tuple[float, float]] = {}
     started: dict[tuple[int, int], tuple[float, float]] = {}
@@ -248,9 +248,9 @@ def run_foundry(recipe: dict[str, Any], registry: Any, tmp: Path) -> dict[str, A
 
 def run_direct(recipe: dict[str, Any], registry: Any, work: Path) -> dict[str, Any]:
     """The same executors called one after the other, as the run orders them, timed."""
-    from adapters.blobs import hash_dir
-    from adapters.orchestrator import plan
-    from executors.base import StageContext
+    from foundry.adapters.store.blobs import hash_dir
+    from foundry.adapters.runs.orchestrator import plan
+    from foundry.executors.base import StageContext
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -290,8 +290,8 @@ def warm_up(model_dir: Path | None) -> None:
     import peft  # noqa: F401
     import torch
 
-    from executors.real import evaluate, lora, prune, quant, train  # noqa: F401
-    from executors.real.common import load_model
+    from foundry.executors.real import evaluate, lora, prune, quant, train  # noqa: F401
+    from foundry.executors.real.common import load_model
 
     model, _ = load_model(model_dir)
     ids = torch.arange(64).view(1, 64) % model.config.vocab_size
@@ -573,10 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.executors == "real":
             recipe, corpus = real_recipe(args.inputs)
-            registry = executors.real.build_registry()
+            registry = foundry.executors.real.build_registry()
             warm_up(registry.source_resolver(recipe["source"]))
         else:
-            from executors.fake import build_fake_registry
+            from foundry.executors.fake import build_fake_registry
 
             os.environ.setdefault("FOUNDRY_FAKE_MODELS", str(tmp / "fake-models"))
             recipe, corpus = fake_recipe(), None

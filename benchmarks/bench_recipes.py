@@ -48,12 +48,12 @@ if str(ROOT) not in sys.path:
 import psycopg  # noqa: E402
 import structlog  # noqa: E402
 
-from adapters.bootstrap import Foundry  # noqa: E402
-from adapters.handlers import validate_recipe  # noqa: E402
+from foundry.adapters.bootstrap import Foundry  # noqa: E402
+from foundry.adapters.commands.data import validate_recipe  # noqa: E402
 from benchmarks._machine import fs_type, loadavg, version  # noqa: E402
 from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
 from benchmarks._timing import Timers  # noqa: E402
-from domain.recipe import Recipe  # noqa: E402
+from foundry.domain.recipe import Recipe  # noqa: E402
 
 PG_SERVER = os.environ.get("FOUNDRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 EXAMPLE = ROOT / "examples" / "tiny-recipe.json"

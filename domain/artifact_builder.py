@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
-from domain import run_state
-from domain.hashing import content_hash
-from domain.values.artifact import RECIPE_SNAPSHOT_FIELDS
+from foundry.domain import run_state
+from foundry.domain.hashing import content_hash
+from foundry.domain.values.artifact import RECIPE_SNAPSHOT_FIELDS
 
 # Not part of the hashed content: the hash itself, what publication and signing add later,
 # and the lifecycle status the view shows next to the artifact.

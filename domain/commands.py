@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from domain.values.base import Frozen
+from foundry.domain.values.base import Frozen
 
 RECIPES = "forge_recipes"
 ARTIFACTS = "forge_artifacts"

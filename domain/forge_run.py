@@ -1,7 +1,7 @@
 """The ForgeRun aggregate: every step of a forge is an event, checked before it is recorded.
 
 Timestamps are arguments (`at`): an event body never reads a clock, so a replay yields the
-same state. The state itself lives in `domain.run_state`, shared with the artifact view.
+same state. The state itself lives in `foundry.domain.run_state`, shared with the artifact view.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain import run_state
-from domain.errors import (
+from foundry.domain import run_state
+from foundry.domain.errors import (
     RunEndedError,
     RunStateError,
     StageAlreadyCompletedError,

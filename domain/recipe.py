@@ -15,9 +15,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import PinnedVersionError, RecipeArchivedError
-from domain.hashing import content_hash
-from domain.semver import is_greater
+from foundry.domain.errors import PinnedVersionError, RecipeArchivedError
+from foundry.domain.hashing import content_hash
+from foundry.domain.semver import is_greater
 
 # Fields that are identity or lineage, not authored content: they never change by an edit.
 IMMUTABLE_FIELDS = frozenset({"id", "parentRecipeId"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.values.base import SEMVER_PATTERN
+from foundry.domain.values.base import SEMVER_PATTERN
 
 _Key = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import FoundryError
+from foundry.domain.errors import FoundryError
 
 
 class ExecutorError(FoundryError):

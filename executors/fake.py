@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domain.hashing import canonical_json
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError, SourceNotFoundError
-from executors.registry import ExecutorRegistry
+from foundry.domain.hashing import canonical_json
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError, SourceNotFoundError
+from foundry.executors.registry import ExecutorRegistry
 
 FAKE_STAGE_TYPES = ("prune", "train", "lora", "context-extend", "quant", "eval")
 FAKE_BENCHMARKS = frozenset({"perplexity", "fake-code"})

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from executors.base import StageExecutor
-from executors.errors import NoExecutorError, SourceNotFoundError
+from foundry.executors.base import StageExecutor
+from foundry.executors.errors import NoExecutorError, SourceNotFoundError
 
 SourceResolver = Callable[[Mapping[str, Any]], Path]
 """Given the recipe's `source` in wire form, returns a local model directory."""

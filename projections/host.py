@@ -4,8 +4,8 @@ The library's ProjectionRunner needs `subscribe()`, which the SQLite recorder la
 commits once per event. This host pulls pages with `select_notifications` (no 10-item cap),
 folds each page into the view in one transaction with its tracking position, and serves both
 backends for catch-up and rebuild. On PostgreSQL, `foundry projections run` uses the
-library's ProjectionRunner for live tailing (see `projections.runner`). A rebuild of a
-document view is a bulk load instead (`projections.replay`, `DocumentView.rebuild`).
+library's ProjectionRunner for live tailing (see `foundry.projections.runner`). A rebuild of a
+document view is a bulk load instead (`foundry.projections.replay`, `DocumentView.rebuild`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
-from projections.batching import BatchView
-from projections.replay import FastDecoder, Item, read_pages
+from foundry.projections.batching import BatchView
+from foundry.projections.replay import FastDecoder, Item, read_pages
 
 # Events per read during a rebuild (catch-up keeps `batch_size`: one transaction per page).
 # 1,000: PostgreSQL sorts a page in memory (work_mem), 5,000 spilled to disk.

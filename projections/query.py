@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from projections.query_sql import (
+from foundry.projections.query_sql import (
     Column,
     Dialect,
     Frag,

@@ -1,4 +1,4 @@
-"""SQL fragments for :mod:`projections.query`, for SQLite (JSON1) and PostgreSQL (jsonb).
+"""SQL fragments for :mod:`foundry.projections.query`, for SQLite (JSON1) and PostgreSQL (jsonb).
 
 A filter or sort field is either a promoted :class:`Column` or a :class:`JsonPath` into the
 document column. Each renders itself for one dialect and returns ``(sql, params)`` fragments with

@@ -14,10 +14,10 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
 
-from projections.artifacts.view import TOPICS as ARTIFACT_TOPICS
-from projections.artifacts.view import ArtifactViewPostgres
-from projections.recipes.fold import TOPICS as RECIPE_TOPICS
-from projections.recipes.view import RecipeViewPostgres
+from foundry.projections.artifacts.view import TOPICS as ARTIFACT_TOPICS
+from foundry.projections.artifacts.view import ArtifactViewPostgres
+from foundry.projections.recipes.fold import TOPICS as RECIPE_TOPICS
+from foundry.projections.recipes.view import RecipeViewPostgres
 
 
 class RecipeProjection(Projection[RecipeViewPostgres]):
@@ -46,8 +46,8 @@ def run_projections(foundry: Any, *, stop_after: float | None = None) -> None:
                 host.catch_up()
             time.sleep(0.5)
         return
-    from adapters.app import RecipeBook
-    from adapters.runs_app import ForgeRuns
+    from foundry.adapters.store.recipe_book import RecipeBook
+    from foundry.adapters.store.forge_runs import ForgeRuns
 
     with contextlib.ExitStack() as stack:
         runners = [

@@ -49,7 +49,7 @@ def build_inputs(work: Path = WORK) -> tuple[Path, Path]:
 
 def local_inputs(corpus: Path, model: Path) -> dict[str, Any]:
     """The recipe fields that point the example at the corpus and model built here."""
-    from executors.corpus import corpus_ref
+    from foundry.executors.corpus import corpus_ref
 
     return {
         "calibrationCorpus": corpus_ref(corpus, "python-stdlib-docs"),

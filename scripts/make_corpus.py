@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    from executors.corpus import build_stdlib_corpus, corpus_hash
+    from foundry.executors.corpus import build_stdlib_corpus, corpus_hash
 
     out = build_stdlib_corpus(args.out, seed=args.seed)
     print(f"corpus: {out}  {corpus_hash(out)}")

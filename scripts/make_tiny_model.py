@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    from executors.corpus import build_stdlib_corpus, corpus_hash
-    from executors.tiny_model import build_tiny_llama
+    from foundry.executors.corpus import build_stdlib_corpus, corpus_hash
+    from foundry.executors.tiny_model import build_tiny_llama
 
     shape = {
         "hidden": args.hidden,

@@ -1,6 +1,6 @@
 """Value types of the forge formats: frozen pydantic models, camelCase on the wire."""
 
-from domain.values.artifact import (
+from foundry.domain.values.artifact import (
     RECIPE_SNAPSHOT_FIELDS,
     AttestationSignature,
     BenchmarkResult,
@@ -14,8 +14,8 @@ from domain.values.artifact import (
     Results,
     Sample,
 )
-from domain.values.base import Frozen, Open, SemVer, Sha256
-from domain.values.recipe import (
+from foundry.domain.values.base import Frozen, Open, SemVer, Sha256
+from foundry.domain.values.recipe import (
     RECIPE_FIELDS,
     AcceptanceCriteria,
     AcceptanceHardware,
@@ -29,7 +29,7 @@ from domain.values.recipe import (
     QuantTier,
     SearchStrategy,
 )
-from domain.values.stages import (
+from foundry.domain.values.stages import (
     STAGE_MODELS,
     STAGE_TYPES,
     BenchmarkDef,

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from domain.values.base import Open, SemVer, Sha256
-from domain.values.recipe import AlloyHardware, AlloySource, CorpusRef, PriorBaseline, QuantTier
-from domain.values.stages import BenchmarkDef, Stage
+from foundry.domain.values.base import Open, SemVer, Sha256
+from foundry.domain.values.recipe import AlloyHardware, AlloySource, CorpusRef, PriorBaseline, QuantTier
+from foundry.domain.values.stages import BenchmarkDef, Stage
 
 RECIPE_SNAPSHOT_FIELDS: tuple[str, ...] = (
     "description",

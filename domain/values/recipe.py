@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from domain.values.base import Frozen, Number, Open, SemVer, Sha256
-from domain.values.stages import BenchmarkDef, QuantFormat, Stage
+from foundry.domain.values.base import Frozen, Number, Open, SemVer, Sha256
+from foundry.domain.values.stages import BenchmarkDef, QuantFormat, Stage
 
 
 class AlloySource(Open):

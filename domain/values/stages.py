@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from domain.values.base import Number, Open
+from foundry.domain.values.base import Number, Open
 
 QuantFormat = Literal["gguf", "mlx", "safetensors", "onnx"]
 

@@ -2,8 +2,8 @@
 
 Importing this package imports no ML library: every module imports torch, transformers and
 peft inside the functions that need them. `build_registry()` assembles the worker's registry:
-prune, train, lora and context-extend from here, quant and eval from `executors.real.quant`
-and `executors.real.evaluate`, `resolve_source` as the source resolver and the best device.
+prune, train, lora and context-extend from here, quant and eval from `foundry.executors.real.quant`
+and `foundry.executors.real.evaluate`, `resolve_source` as the source resolver and the best device.
 
 Importing it also sets `OMP_WAIT_POLICY=PASSIVE` unless the environment says otherwise: on a
 shared 2-core machine, torch's OpenMP threads spinning against other processes made a
@@ -19,12 +19,12 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from executors.real.context_extend import ContextExtendExecutor
-from executors.real.lora import LoraExecutor
-from executors.real.prune import PruneExecutor
-from executors.real.sources import resolve_source
-from executors.real.train import TrainExecutor
-from executors.registry import ExecutorRegistry
+from foundry.executors.real.context_extend import ContextExtendExecutor
+from foundry.executors.real.lora import LoraExecutor
+from foundry.executors.real.prune import PruneExecutor
+from foundry.executors.real.sources import resolve_source
+from foundry.executors.real.train import TrainExecutor
+from foundry.executors.registry import ExecutorRegistry
 
 __all__ = [
     "ContextExtendExecutor",
@@ -50,11 +50,11 @@ def _import(module: str, name: str) -> Any:
 
 def build_registry() -> ExecutorRegistry:
     """A registry of every real executor, with `resolve_source` and the best device."""
-    from executors.real.common import pick_device
+    from foundry.executors.real.common import pick_device
 
-    quant_executor = _import("executors.real.quant", "QuantExecutor")
-    eval_executor = _import("executors.real.evaluate", "EvalExecutor")
-    known_benchmarks = _import("executors.real.evaluate", "KNOWN_BENCHMARKS")
+    quant_executor = _import("foundry.executors.real.quant", "QuantExecutor")
+    eval_executor = _import("foundry.executors.real.evaluate", "EvalExecutor")
+    known_benchmarks = _import("foundry.executors.real.evaluate", "KNOWN_BENCHMARKS")
     return ExecutorRegistry(
         (
             PruneExecutor(),

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from executors.base import StageContext
-from executors.errors import ExecutorError
+from foundry.executors.base import StageContext
+from foundry.executors.errors import ExecutorError
 
 _M = TypeVar("_M", bound=BaseModel)
 

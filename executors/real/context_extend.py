@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.values.stages import ContextExtendStage
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError
-from executors.real.common import (
+from foundry.domain.values.stages import ContextExtendStage
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError
+from foundry.executors.real.common import (
     configure_torch,
     param_count,
     parse_stage,
@@ -26,8 +26,8 @@ from executors.real.common import (
     set_seed,
     stage_seed,
 )
-from executors.real.data import corpus_for, token_windows
-from executors.real.train import LoopConfig, run_training
+from foundry.executors.real.data import corpus_for, token_windows
+from foundry.executors.real.train import LoopConfig, run_training
 
 TRAINING_STEP_CAP = 10
 TRAINING_SEQ_CAP = 1024

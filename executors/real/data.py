@@ -23,8 +23,8 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-from executors.corpus import corpus_hash
-from executors.errors import CorpusHashMismatchError, ExecutorError
+from foundry.executors.corpus import corpus_hash
+from foundry.executors.errors import CorpusHashMismatchError, ExecutorError
 
 Split = Literal["calibration", "heldout"]
 CALIBRATION_FRACTION = 0.9

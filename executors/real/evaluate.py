@@ -4,7 +4,7 @@
 (`ctx.base_model_dir`) score the same held-out windows of the recipe's corpus, cut by the forged
 model's tokenizer (the base must share its vocabulary). `foundry-code-mini` completes the twelve
 short functions in `codebench/problems.json` greedily and runs each prompt + completion + asserts
-through `executors.real.sandbox` (a separate, contained interpreter), pass@1 = passed / total.
+through `foundry.executors.real.sandbox` (a separate, contained interpreter), pass@1 = passed / total.
 Per-window and per-problem records are written as JSON Lines and returned as files; each
 benchmark's `resultHash` is the SHA-256 of its samples file.
 """
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError
-from executors.real.common import load_model, max_positions, set_seed
-from executors.real.data import corpus_for, token_windows
-from executors.real.sandbox import containment, run_candidate
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError
+from foundry.executors.real.common import load_model, max_positions, set_seed
+from foundry.executors.real.data import corpus_for, token_windows
+from foundry.executors.real.sandbox import containment, run_candidate
 
 KNOWN_BENCHMARKS = frozenset({"perplexity", "foundry-code-mini"})
 PROBLEMS_FILE = Path(__file__).with_name("codebench") / "problems.json"

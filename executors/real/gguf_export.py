@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from executors.errors import ExecutorError
+from foundry.executors.errors import ExecutorError
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from domain.values.stages import LoraStage
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError
-from executors.real.common import (
+from foundry.domain.values.stages import LoraStage
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError
+from foundry.executors.real.common import (
     load_model,
     max_positions,
     param_count,
@@ -24,8 +24,8 @@ from executors.real.common import (
     stage_seed,
     trainable_count,
 )
-from executors.real.data import corpus_for, token_windows
-from executors.real.train import LoopConfig, run_training
+from foundry.executors.real.data import corpus_for, token_windows
+from foundry.executors.real.train import LoopConfig, run_training
 
 STEPS_PER_EPOCH_CAP = 30
 SEQ_LEN = 256

@@ -10,17 +10,17 @@
   `num_attention_heads`, `num_key_value_heads` and an explicit `head_dim`. Importance per
   group: first-order Taylor |w * dL/dw| (gradient), mean |attention output| (activation-
   magnitude), mean attention entropy (entropy: the most diffuse groups go first) or a
-  seeded random draw (random, the control). See `executors.real.prune_scores`.
+  seeded random draw (random, the control). See `foundry.executors.real.prune_scores`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from domain.values.stages import PruneStage
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError
-from executors.real.common import (
+from foundry.domain.values.stages import PruneStage
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError
+from foundry.executors.real.common import (
     load_model,
     max_positions,
     param_count,
@@ -29,8 +29,8 @@ from executors.real.common import (
     set_seed,
     stage_seed,
 )
-from executors.real.data import corpus_for, token_windows
-from executors.real.train import LoopConfig, run_training
+from foundry.executors.real.data import corpus_for, token_windows
+from foundry.executors.real.train import LoopConfig, run_training
 
 STRUCTURED = ("gradient", "activation-magnitude", "entropy", "random")
 SUPPORTED = ("magnitude", *STRUCTURED)
@@ -212,7 +212,7 @@ def _most_important(row: list[float], count: int) -> list[int]:
 def _structured(
     ctx: StageContext, stage: PruneStage, reporter: StageReporter, seed: int
 ) -> StageResult:
-    from executors.real.prune_scores import group_scores
+    from foundry.executors.real.prune_scores import group_scores
 
     eager = "eager" if stage.strategy == "entropy" else None
     model, tokenizer = load_model(ctx.input_dir, device=ctx.device, attn_implementation=eager)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from executors.base import StageReporter
-from executors.errors import ExecutorError
+from foundry.executors.base import StageReporter
+from foundry.executors.errors import ExecutorError
 
 KINDS = {
     "gradient": "taylor |w*grad|",

@@ -23,9 +23,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError
-from executors.real.gguf_export import export_gguf
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError
+from foundry.executors.real.gguf_export import export_gguf
 
 EXPORT_TYPES = ("F32", "F16")  # written by export_gguf, not by the quantizer
 VERIFY_PROMPT = "def read_config(path):\n    "

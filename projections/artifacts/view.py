@@ -1,6 +1,6 @@
 """The artifact view. Each row keeps the folded run state (JSON) and the artifact built from it.
 
-The fold is `domain.run_state.apply` followed by `domain.artifact_builder.build_artifact`: the
+The fold is `foundry.domain.run_state.apply` followed by `foundry.domain.artifact_builder.build_artifact`: the
 same code the run aggregate and `audit replay` use, so the view cannot drift from the events.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain import run_state
-from domain.artifact_builder import artifact_id, build_artifact
-from domain.forge_run import EVENT_TOPICS, ForgeRun
-from projections.document_view import PostgresDocumentView, SQLiteDocumentView, ViewSchema
+from foundry.domain import run_state
+from foundry.domain.artifact_builder import artifact_id, build_artifact
+from foundry.domain.forge_run import EVENT_TOPICS, ForgeRun
+from foundry.projections.document_view import PostgresDocumentView, SQLiteDocumentView, ViewSchema
 
 TOPICS = tuple(t for t in EVENT_TOPICS if t != ForgeRun.StageProgressed.TOPIC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from domain.recipe import Recipe
+from foundry.domain.recipe import Recipe
 
 Row = dict[str, Any]
 

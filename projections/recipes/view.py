@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from projections.document_view import PostgresDocumentView, SQLiteDocumentView, ViewSchema
-from projections.recipes.fold import fold
+from foundry.projections.document_view import PostgresDocumentView, SQLiteDocumentView, ViewSchema
+from foundry.projections.recipes.fold import fold
 
 SCHEMA = ViewSchema(
     name="recipes",

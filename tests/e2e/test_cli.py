@@ -23,7 +23,7 @@ UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def foundry_cmd(*args: str, db: str | None = None, python_flags: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, *python_flags, "-m", "adapters.cli",
+    return [sys.executable, *python_flags, "-m", "foundry.adapters.cli.main",
             *(["--db", db] if db else []), *args]
 
 
@@ -158,7 +158,7 @@ def test_a_bad_file_or_json_argument_is_reported_without_a_traceback(db, tmp_pat
 
 HELP_SCRIPT = r"""
 import argparse, contextlib, io, json, sys
-from adapters.cli import build_parser, main
+from foundry.adapters.cli.main import build_parser, main
 
 def walk(parser, prefix, out):
     out.append(prefix)
@@ -219,6 +219,6 @@ def test_data_commands_do_not_import_torch_or_transformers(db):
         line.rsplit("|", 1)[-1].strip()
         for line in proc.stderr.splitlines() if line.startswith("import time:")
     }
-    assert {"adapters.dispatcher", "adapters.handlers", "eventsourcing"} <= modules  # parsed
+    assert {"foundry.adapters.commands.bus", "foundry.adapters.commands.data", "eventsourcing"} <= modules  # parsed
     heavy = sorted(m for m in modules if m.split(".")[0] in {"torch", "transformers"})
     assert heavy == [], f"data/* imported {heavy[:10]}"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-import executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
-from domain.artifact_builder import alloy_hash
-from executors.corpus import build_stdlib_corpus, corpus_ref
+import foundry.executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+from foundry.domain.artifact_builder import alloy_hash
+from foundry.executors.corpus import build_stdlib_corpus, corpus_ref
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def test_the_smollm2_example_forges_end_to_end(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FOUNDRY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("FOUNDRY_EXECUTORS", "real")
     monkeypatch.setenv("FOUNDRY_KEYS_DIR", str(tmp_path / "keys"))
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     corpus = build_stdlib_corpus(tmp_path / "corpus")
     recipe: dict[str, Any] = json.loads(EXAMPLE.read_text())

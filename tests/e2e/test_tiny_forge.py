@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
-from domain.artifact_builder import alloy_hash
-from executors.corpus import build_stdlib_corpus, corpus_ref
-from executors.tiny_model import build_tiny_llama
+import foundry.executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+from foundry.domain.artifact_builder import alloy_hash
+from foundry.executors.corpus import build_stdlib_corpus, corpus_ref
+from foundry.executors.tiny_model import build_tiny_llama
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_the_example_recipe_forges_for_real_end_to_end(inputs, tmp_path, monkeyp
     monkeypatch.setenv("FOUNDRY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("FOUNDRY_EXECUTORS", "real")
     monkeypatch.setenv("FOUNDRY_KEYS_DIR", str(tmp_path / "keys"))
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     recipe: dict[str, Any] = json.loads(EXAMPLE.read_text())
     recipe["source"] = {"baseModel": str(model), "architecture": "llama"}

@@ -16,11 +16,11 @@ from uuid import UUID
 import pytest
 import structlog
 
-from adapters.alloy_io import export_alloy, import_alloy
-from adapters.handlers import validate_recipe
-from domain.artifact_builder import artifact_id
-from domain.errors import InvalidInputError
-from projections.recipes.fold import META_FIELDS
+from foundry.adapters.publishing.alloy_io import export_alloy, import_alloy
+from foundry.adapters.commands.data import validate_recipe
+from foundry.domain.artifact_builder import artifact_id
+from foundry.domain.errors import InvalidInputError
+from foundry.projections.recipes.fold import META_FIELDS
 from tests.conftest import ROOT, SHARED, count_events, count_run_events, ok
 
 A = "forge_artifacts"
@@ -33,7 +33,7 @@ EXECUTED = SHARED / "alloys" / "qwen3.5-4b-code-balanced-executed.alloy.json"
 
 @pytest.fixture
 def foundry(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     monkeypatch.setenv("FOUNDRY_EXECUTORS", "fake")
     monkeypatch.setenv("FOUNDRY_STATE_DIR", str(tmp_path / "state"))

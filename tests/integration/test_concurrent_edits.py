@@ -25,9 +25,9 @@ EDITS = 10
 
 WORKER = r"""
 import json, pathlib, sys, time
-from adapters.logging import configure_logging
+from foundry.adapters.log_setup import configure_logging
 configure_logging("ERROR")
-from adapters.bootstrap import Foundry
+from foundry.adapters.bootstrap import Foundry
 
 url, rid, me, edits = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 work = pathlib.Path(sys.argv[5])
@@ -121,7 +121,7 @@ def full_history(foundry: Any, rid: str, page: int = 7) -> list[dict[str, Any]]:
 def test_eight_processes_editing_one_recipe_lose_and_double_no_edit(
     store_url, tmp_path, recipe_data
 ):
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as foundry:
         created = foundry.execute("data/create", {"collection": R, "data": recipe_data})

@@ -12,15 +12,15 @@ from uuid import UUID
 
 import pytest
 
-import projections.host
-from executors.fake import build_fake_registry
-from projections.replay import FastDecoder
+import foundry.projections.host as projection_host
+from foundry.executors.fake import build_fake_registry
+from foundry.projections.replay import FastDecoder
 from tests.integration.test_projection_rebuild import R, create, must, populate
 
 
 @pytest.fixture
 def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as f:
         yield f
@@ -103,7 +103,7 @@ def test_a_rebuild_that_fails_half_way_leaves_the_old_view(foundry, recipe_data,
     populate(foundry, recipe_data)
     host = foundry.recipe_host
     before = state(host)
-    real_read_pages = projections.host.read_pages
+    real_read_pages = projection_host.read_pages
 
     def failing_read_pages(*args: Any, **kwargs: Any) -> Iterator[Any]:
         for n, page in enumerate(real_read_pages(*args, **kwargs)):
@@ -112,8 +112,8 @@ def test_a_rebuild_that_fails_half_way_leaves_the_old_view(foundry, recipe_data,
             yield page
 
     # Pages of 10 events, chunks of 3 rows: rows are written before the failure.
-    monkeypatch.setattr(projections.host, "REBUILD_PAGE", 10)
-    monkeypatch.setattr(projections.host, "read_pages", failing_read_pages)
+    monkeypatch.setattr(projection_host, "REBUILD_PAGE", 10)
+    monkeypatch.setattr(projection_host, "read_pages", failing_read_pages)
     host.view.rebuild_chunk_rows = 3
     with pytest.raises(RebuildInterruptedError):
         host.rebuild()
@@ -127,7 +127,7 @@ def test_a_rebuild_that_fails_half_way_leaves_the_old_view(foundry, recipe_data,
         host.rebuild()
     assert state(host) == before and host.lag == 1
 
-    monkeypatch.setattr(projections.host, "read_pages", real_read_pages)
+    monkeypatch.setattr(projection_host, "read_pages", real_read_pages)
     stats = host.rebuild()
     assert stats.events == host.app.recorder.max_notification_id()
     assert host.lag == 0
@@ -141,14 +141,14 @@ def test_events_recorded_during_a_rebuild_are_caught_up_after_it(foundry, recipe
                                                                 monkeypatch):
     ids = [create(foundry, {**recipe_data, "name": f"r{i}"}) for i in range(5)]
     host = foundry.recipe_host
-    real_read_pages = projections.host.read_pages
+    real_read_pages = projection_host.read_pages
 
     def read_pages_then_write(*args: Any, **kwargs: Any) -> Iterator[Any]:
         yield from real_read_pages(*args, **kwargs)
         # After the rebuild's last read, before its commit: another writer adds an event.
         foundry.recipes.pin_recipe_version(UUID(ids[0]), run_id="during")
 
-    monkeypatch.setattr(projections.host, "read_pages", read_pages_then_write)
+    monkeypatch.setattr(projection_host, "read_pages", read_pages_then_write)
     stats = host.rebuild()
     assert stats.events == 6 and host.lag == 0
     row = must(foundry.execute("data/read", {"collection": R, "id": ids[0]}))["data"]

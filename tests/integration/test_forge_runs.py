@@ -21,17 +21,17 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from adapters.blobs import FileRecord
-from domain.artifact_builder import alloy_hash, artifact_id
-from domain.errors import (
+from foundry.adapters.store.blobs import FileRecord
+from foundry.domain.artifact_builder import alloy_hash, artifact_id
+from foundry.domain.errors import (
     RunEndedError,
     RunStateError,
     StageAlreadyCompletedError,
     StageNotStartedError,
 )
-from domain.forge_run import ForgeRun
-from domain.values.artifact import ForgeArtifact
-from executors.fake import FakeExecutor, build_fake_registry
+from foundry.domain.forge_run import ForgeRun
+from foundry.domain.values.artifact import ForgeArtifact
+from foundry.executors.fake import FakeExecutor, build_fake_registry
 from tests.conftest import PG_SERVER, count_events, count_run_events, ok, run_events, wait_for
 
 A = "forge_artifacts"
@@ -53,7 +53,7 @@ PLAN = [(1, 0, "prune"), (1, 1, "train"), (1, 2, "lora"),
 
 @pytest.fixture
 def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as f:
         yield f
@@ -516,7 +516,7 @@ def _tamper(foundry: Any, run_id: str, version: int, state: bytes) -> None:
 
 
 def test_replay_detects_a_tampered_stored_event(foundry, recipe, store_url):
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     run_id = forge(foundry, create_recipe(foundry, recipe))["runId"]
     clean = ok(foundry.execute("audit/replay", {"runId": run_id}))  # right after the run

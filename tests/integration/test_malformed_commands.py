@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from adapters.dispatcher import known_commands
-from domain.values.stages import STAGE_TYPES
+from foundry.adapters.commands.bus import known_commands
+from foundry.domain.values.stages import STAGE_TYPES
 from tests.conftest import EXAMPLE, count_events, drop_schema, pg_schema_url
 
 R = "forge_recipes"
@@ -500,7 +500,7 @@ def seed(foundry: Any) -> Any:
 
 @pytest.fixture
 def sqlite_foundry(tmp_path: Path) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(f"sqlite:///{tmp_path / 'foundry.db'}") as f:
         yield seed(f)
@@ -508,7 +508,7 @@ def sqlite_foundry(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def pg_foundry() -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
     try:

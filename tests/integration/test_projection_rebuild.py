@@ -91,7 +91,7 @@ def test_a_rebuilt_view_equals_the_view_built_event_by_event(foundry, recipe_dat
 
 
 def test_a_second_foundry_sees_the_first_ones_writes_on_its_next_read(store_url, recipe_data):
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as a, Foundry.open(store_url) as b:
         rid = create(a, recipe_data)
@@ -113,7 +113,7 @@ def test_a_second_foundry_sees_the_first_ones_writes_on_its_next_read(store_url,
 
 
 def test_catching_up_twice_applies_nothing_the_second_time(store_url, recipe_data):
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as a, Foundry.open(store_url) as b:
         ids = [create(a, {**recipe_data, "name": f"r{i}"}) for i in range(3)]
@@ -135,7 +135,7 @@ def test_catching_up_twice_applies_nothing_the_second_time(store_url, recipe_dat
 
 
 def test_two_hosts_catching_up_at_once_apply_every_event_exactly_once(store_url, recipe_data):
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as a, Foundry.open(store_url) as b:
         rid = create(a, recipe_data)

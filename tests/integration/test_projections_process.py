@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with Foundry.open(pg_schema_url(schema), state_dir=tmp_path / "state") as foundry:
@@ -46,7 +46,7 @@ def position(foundry: Any) -> int:
 
 def projections_process(foundry: Any, seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli", "--db", foundry.config.url, "projections", "run",
+        [sys.executable, "-m", "foundry.adapters.cli.main", "--db", foundry.config.url, "projections", "run",
          "--seconds", str(seconds)], cwd=ROOT, stderr=subprocess.PIPE)
 
 

@@ -17,8 +17,8 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from adapters.cards import render_cards
-from domain.artifact_builder import alloy_hash, artifact_id
+from foundry.adapters.publishing.cards import render_cards
+from foundry.domain.artifact_builder import alloy_hash, artifact_id
 from tests.conftest import PG_SERVER, ok, run_events
 from tests.hubserver import HUB_CLIENT_TIMEOUT, HUB_TOKEN
 
@@ -32,7 +32,7 @@ REPO = "org/repo"
 
 @pytest.fixture
 def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as f:
         yield f

@@ -1,4 +1,4 @@
-"""projections.query against real SQLite and PostgreSQL tables, checked with a Python reference."""
+"""foundry.projections.query against real SQLite and PostgreSQL tables, checked with a Python reference."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections.query import (
+from foundry.projections.query import (
     CompiledQuery,
     QueryError,
     TableSpec,

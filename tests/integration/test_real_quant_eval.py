@@ -23,11 +23,11 @@ import pytest
 # step 8x slower with 2 threads than with 1 (measured); passive waiting removes that.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from domain.values.artifact import BenchmarkResult, HardwareVerified, Sample
-from executors.base import StageContext
-from executors.corpus import build_stdlib_corpus, corpus_hash
-from executors.errors import ExecutorError
-from executors.tiny_model import build_tiny_llama
+from foundry.domain.values.artifact import BenchmarkResult, HardwareVerified, Sample
+from foundry.executors.base import StageContext
+from foundry.executors.corpus import build_stdlib_corpus, corpus_hash
+from foundry.executors.errors import ExecutorError
+from foundry.executors.tiny_model import build_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ class Assets:
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     import torch
 
-    from executors.real.common import load_model, save_model, set_seed
-    from executors.real.data import token_windows
+    from foundry.executors.real.common import load_model, save_model, set_seed
+    from foundry.executors.real.data import token_windows
 
     root = tmp_path_factory.mktemp("real-quant-eval")
     corpus = build_stdlib_corpus(root / "corpus")
@@ -116,9 +116,9 @@ def _hf_and_llama_ppl(model_dir: Path, gguf_file: Path, corpus: Path,
                       *others: Path) -> tuple[float, ...]:
     """HF perplexity of `model_dir`, then llama.cpp's of `gguf_file` and `others`, on the same
     8 held-out windows."""
-    from executors.real.common import load_model
-    from executors.real.data import token_windows
-    from executors.real.evaluate import perplexity_of, window_nll
+    from foundry.executors.real.common import load_model
+    from foundry.executors.real.data import token_windows
+    from foundry.executors.real.evaluate import perplexity_of, window_nll
 
     model, tok = load_model(model_dir)
     windows = token_windows(tok, corpus, split="heldout", seq_len=SEQ, max_windows=8, seed=0)
@@ -135,7 +135,7 @@ def test_f32_gguf_matches_transformers_on_tokens_and_perplexity(
     import llama_cpp
     from transformers import AutoTokenizer
 
-    from executors.real.gguf_export import export_gguf
+    from foundry.executors.real.gguf_export import export_gguf
 
     out = export_gguf(assets.trained, tmp_path / "m.gguf", outtype="f32")
     text = (assets.corpus / "valid.txt").read_text("utf-8")[:6000]
@@ -159,7 +159,7 @@ def test_rope_scaling_is_carried_into_the_gguf(
     assets: Assets, tmp_path: Path, kind: str, extra: dict[str, float]
 ) -> None:
     pytest.importorskip("llama_cpp")
-    from executors.real.gguf_export import export_gguf
+    from foundry.executors.real.gguf_export import export_gguf
 
     scaled = shutil.copytree(assets.trained, tmp_path / "scaled")
     cfg = json.loads((scaled / "config.json").read_text())
@@ -173,7 +173,7 @@ def test_rope_scaling_is_carried_into_the_gguf(
 
 
 def test_export_refuses_other_architectures(assets: Assets, tmp_path: Path) -> None:
-    from executors.real.gguf_export import export_gguf
+    from foundry.executors.real.gguf_export import export_gguf
 
     other = shutil.copytree(assets.base, tmp_path / "gpt2")
     cfg = json.loads((other / "config.json").read_text())
@@ -190,7 +190,7 @@ def test_quant_writes_real_k_quants_and_verifies_every_tier(
     assets: Assets, tmp_path: Path
 ) -> None:
     pytest.importorskip("llama_cpp")
-    from executors.real.quant import QuantExecutor
+    from foundry.executors.real.quant import QuantExecutor
 
     stage = {"type": "quant", "format": "gguf", "quantTypes": ["Q8_0", "Q4_K_M"]}
     ctx = _ctx(tmp_path, stage, assets.recipe, assets.trained, assets.base)
@@ -220,7 +220,7 @@ def test_quant_reports_k_quant_fallback_on_a_narrow_model(
     assets: Assets, tmp_path: Path
 ) -> None:
     pytest.importorskip("llama_cpp")
-    from executors.real.quant import QuantExecutor
+    from foundry.executors.real.quant import QuantExecutor
 
     stage = {"type": "quant", "format": "gguf", "quantTypes": ["Q4_K_M"]}
     ctx = _ctx(tmp_path, stage, {}, assets.narrow, assets.narrow)
@@ -233,7 +233,7 @@ def test_quant_refuses_unknown_types_listing_the_supported_ones(
     assets: Assets, tmp_path: Path
 ) -> None:
     pytest.importorskip("llama_cpp")
-    from executors.real.quant import QuantExecutor
+    from foundry.executors.real.quant import QuantExecutor
 
     stage = {"type": "quant", "format": "gguf", "quantTypes": ["Q3_XYZ"]}
     ctx = _ctx(tmp_path, stage, {}, assets.trained, assets.base)
@@ -247,7 +247,7 @@ def test_quant_refuses_unknown_types_listing_the_supported_ones(
 def test_eval_measures_perplexity_and_the_code_benchmark_against_base(
     assets: Assets, tmp_path: Path
 ) -> None:
-    from executors.real.evaluate import EvalExecutor
+    from foundry.executors.real.evaluate import EvalExecutor
 
     stage = {"type": "eval", "compareToBase": True,
              "benchmarks": [{"name": "perplexity"}, {"name": "foundry-code-mini"}]}
@@ -278,7 +278,7 @@ def test_eval_measures_perplexity_and_the_code_benchmark_against_base(
 
 
 def test_eval_refuses_unknown_benchmarks(assets: Assets, tmp_path: Path) -> None:
-    from executors.real.evaluate import EvalExecutor
+    from foundry.executors.real.evaluate import EvalExecutor
 
     stage = {"type": "eval", "benchmarks": [{"name": "mmlu"}]}
     ctx = _ctx(tmp_path, stage, assets.recipe, assets.trained, assets.base)
@@ -290,8 +290,8 @@ def test_eval_refuses_unknown_benchmarks(assets: Assets, tmp_path: Path) -> None
 
 
 def test_sandbox_passes_every_reference_solution(tmp_path: Path) -> None:
-    from executors.real.evaluate import load_problems
-    from executors.real.sandbox import run_candidate
+    from foundry.executors.real.evaluate import load_problems
+    from foundry.executors.real.sandbox import run_candidate
 
     for problem in load_problems():
         program = problem["prompt"] + problem["solution"] + "\n" + "\n".join(problem["tests"])
@@ -300,7 +300,7 @@ def test_sandbox_passes_every_reference_solution(tmp_path: Path) -> None:
 
 
 def test_sandbox_kills_a_loop_that_never_ends(tmp_path: Path) -> None:
-    from executors.real.sandbox import run_candidate
+    from foundry.executors.real.sandbox import run_candidate
 
     result = run_candidate("while True:\n    pass\n", timeout_s=1.0, work_dir=tmp_path)
     assert not result.passed and result.error is not None and "timeout" in result.error
@@ -310,7 +310,7 @@ def test_sandbox_kills_a_loop_that_never_ends(tmp_path: Path) -> None:
 @pytest.mark.parametrize("netns", [True, False], ids=["unshare", "python-only"])
 def test_sandbox_blocks_sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 netns: bool) -> None:
-    from executors.real import sandbox
+    from foundry.executors.real import sandbox
 
     if netns and not sandbox.unshare_works():
         pytest.skip("unshare -rn does not work here")
@@ -331,7 +331,7 @@ def test_sandbox_blocks_sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_sandbox_contains_writes_outside_its_scratch_dir(tmp_path: Path) -> None:
-    from executors.real.sandbox import run_candidate
+    from foundry.executors.real.sandbox import run_candidate
 
     target = tmp_path / "outside" / "escaped.txt"
     target.parent.mkdir()
@@ -344,7 +344,7 @@ def test_sandbox_contains_writes_outside_its_scratch_dir(tmp_path: Path) -> None
 
 
 def test_sandbox_does_not_count_an_early_exit_as_a_pass(tmp_path: Path) -> None:
-    from executors.real.sandbox import run_candidate
+    from foundry.executors.real.sandbox import run_candidate
 
     result = run_candidate("import sys\nsys.exit(0)\nassert False\n", timeout_s=5.0,
                            work_dir=tmp_path)

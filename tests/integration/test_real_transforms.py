@@ -15,22 +15,22 @@ from typing import Any
 
 import pytest
 
-# Before torch loads libgomp (as executors.real does on import): passive OpenMP waiting.
+# Before torch loads libgomp (as foundry.executors.real does on import): passive OpenMP waiting.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # the ml extra: scripts/setup.sh installs it, so these tests never skip
 
-from executors.base import StageContext, StageResult
-from executors.corpus import build_stdlib_corpus, corpus_hash, corpus_ref
-from executors.errors import CorpusHashMismatchError, ExecutorError, SourceNotFoundError
-from executors.real import context_extend, lora, prune
-from executors.real.context_extend import ContextExtendExecutor
-from executors.real.data import resolve_corpus, token_windows
-from executors.real.lora import LoraExecutor
-from executors.real.prune import PruneExecutor, _cut
-from executors.real.sources import resolve_source
-from executors.real.train import TrainExecutor
-from executors.tiny_model import build_tiny_llama
+from foundry.executors.base import StageContext, StageResult
+from foundry.executors.corpus import build_stdlib_corpus, corpus_hash, corpus_ref
+from foundry.executors.errors import CorpusHashMismatchError, ExecutorError, SourceNotFoundError
+from foundry.executors.real import context_extend, lora, prune
+from foundry.executors.real.context_extend import ContextExtendExecutor
+from foundry.executors.real.data import resolve_corpus, token_windows
+from foundry.executors.real.lora import LoraExecutor
+from foundry.executors.real.prune import PruneExecutor, _cut
+from foundry.executors.real.sources import resolve_source
+from foundry.executors.real.train import TrainExecutor
+from foundry.executors.tiny_model import build_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def test_hf_dataset_corpus_comes_from_the_hub_cache(
 ) -> None:
     from huggingface_hub import constants
 
-    from executors.real.data import CorpusNotFoundError
+    from foundry.executors.real.data import CorpusNotFoundError
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     repo = tmp_path / "datasets--foundry--stdlib"
@@ -332,7 +332,7 @@ def test_smollm2_resolves_from_the_package(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_build_registry_lists_every_stage() -> None:
-    from executors.real import build_registry
+    from foundry.executors.real import build_registry
 
     registry = build_registry()
     assert registry.executable_types() >= {

@@ -15,9 +15,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.lease import RunLease
-from adapters.orchestrator import utc_now
-from adapters.run_dispatch import InProcessDispatcher
+from foundry.adapters.store.lease import RunLease
+from foundry.adapters.runs.orchestrator import utc_now
+from foundry.adapters.runs.launch import InProcessDispatcher
 from tests.conftest import ROOT, ok
 
 R = "forge_recipes"
@@ -25,7 +25,7 @@ R = "forge_recipes"
 
 @pytest.fixture
 def foundry(store_url: str, forge_env: Path) -> Any:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as f:
         yield f
@@ -48,8 +48,8 @@ HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from uuid import UUID
-    from adapters.config import parse_database_url
-    from adapters.lease import RunLease
+    from foundry.adapters.store.config import parse_database_url
+    from foundry.adapters.store.lease import RunLease
     lease = RunLease(parse_database_url(sys.argv[1]), Path(sys.argv[2]), UUID(sys.argv[3]))
     assert lease.acquire(10)
     print("held", flush=True)
@@ -117,7 +117,7 @@ def test_status_says_why_a_requested_run_waits(foundry, recipe_data, monkeypatch
 
     ok(foundry.execute("forge/cancel", {"runId": run_id}))
     assert "waiting" not in ok(foundry.execute("forge/status", {"runId": run_id}))
-    from domain.errors import RunEndedError
+    from foundry.domain.errors import RunEndedError
 
     with pytest.raises(RunEndedError):
         foundry.runs.record(UUID(run_id), lambda r: r.queue(reason="x", at=utc_now()))
@@ -136,7 +136,7 @@ def test_an_unknown_dispatcher_is_named_in_the_error(foundry, recipe_data, monke
 
 def test_the_dispatcher_gives_a_run_up_after_repeated_failed_tasks(
         foundry, recipe_data, monkeypatch):
-    from adapters import ray_dispatch
+    from foundry.adapters.fleet import ray_dispatch
     run_id = UUID(requested_run(foundry, recipe_data, monkeypatch))
     reconciler = ray_dispatch.Reconciler(foundry, max_resubmits=3, task_env={})
     reconciler._read_events()  # no Ray call: only the store
@@ -166,8 +166,8 @@ def test_workers_open_the_store_without_creating_tables(tmp_path):
     only, never from racing workers; before it, the error says what to run."""
     import psycopg
 
-    from adapters.bootstrap import Foundry
-    from adapters.errors import StoreUnavailableError
+    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.errors import StoreUnavailableError
     from tests.conftest import PG_SERVER, drop_schema, pg_schema_url
 
     schema = f"t_{uuid4().hex[:16]}"
@@ -185,7 +185,7 @@ def test_workers_open_the_store_without_creating_tables(tmp_path):
         with pytest.raises(StoreUnavailableError, match="run `foundry db init` once"):
             Foundry.open(url, state_dir=tmp_path, create_tables=False)
         assert tables() == 0
-        init = subprocess.run([sys.executable, "-m", "adapters.cli", "--db", url, "db", "init"],
+        init = subprocess.run([sys.executable, "-m", "foundry.adapters.cli.main", "--db", url, "db", "init"],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert init.returncode == 0, init.stderr
         created = tables()

@@ -24,7 +24,7 @@ import pytest
 import ray  # the ray extra: scripts/setup.sh installs it, so these tests never skip
 from ray.cluster_utils import Cluster
 
-from adapters.placement import worker_labels, worker_resources
+from foundry.adapters.fleet.placement import worker_labels, worker_resources
 from tests.conftest import ROOT, drop_schema, ok, pg_schema_url, run_events, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
@@ -56,7 +56,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def store(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from adapters.bootstrap import Foundry
+    from foundry.adapters.bootstrap import Foundry
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
     monkeypatch.setenv("FOUNDRY_DISPATCHER", "ray")
@@ -75,7 +75,7 @@ class DispatcherThread:
     """The reconciler in a thread of this process (the test process is the Ray driver)."""
 
     def __init__(self, foundry: Any, env: dict[str, str], **options: Any) -> None:
-        from adapters.ray_dispatch import Reconciler
+        from foundry.adapters.fleet.ray_dispatch import Reconciler
 
         self.reconciler = Reconciler(foundry, poll_seconds=0.1, lease_wait_seconds=30,
                                      task_env=env, **options)
@@ -180,7 +180,7 @@ def test_the_cli_forge_run_under_ray_shows_why_it_waits_and_each_stage(
                                                  "data": recipe(recipe_data)}))["id"]
     with DispatcherThread(store, task_env(tmp_path, sleep=0.3)):
         cli = subprocess.run(
-            [sys.executable, "-m", "adapters.cli", "--db", store.config.url, "forge", "run",
+            [sys.executable, "-m", "foundry.adapters.cli.main", "--db", store.config.url, "forge", "run",
              recipe_id, "--node", f"{CLASS_B}@any"], cwd=ROOT, capture_output=True, text=True,
             timeout=120, env={**os.environ, "FOUNDRY_DISPATCHER": "ray"})
     assert cli.returncode == 0, cli.stderr
@@ -225,8 +225,8 @@ def test_a_run_no_worker_can_take_stays_queued_and_status_says_why(
 
 def test_a_run_that_cannot_be_submitted_holds_up_no_other_and_is_given_up(
         store, recipe_data, tmp_path):
-    from adapters.orchestrator import utc_now
-    from domain.hashing import content_hash
+    from foundry.adapters.runs.orchestrator import utc_now
+    from foundry.domain.hashing import content_hash
 
     data = recipe(recipe_data)
     # A hardwareNode from before the grammar was tightened: stored, but no longer parsable.
@@ -243,7 +243,7 @@ def test_a_run_that_cannot_be_submitted_holds_up_no_other_and_is_given_up(
 
 
 def test_an_imported_run_is_never_dispatched(store, tmp_path):
-    from adapters.alloy_io import import_alloy
+    from foundry.adapters.publishing.alloy_io import import_alloy
     from tests.conftest import SHARED
 
     path = SHARED / "alloys" / "qwen3.5-4b-code-balanced-executed.alloy.json"
@@ -273,7 +273,7 @@ def test_a_killed_worker_process_is_retried_by_ray_and_the_run_resumes(
 def test_two_attempts_on_two_nodes_at_once_execute_the_run_once(store, recipe_data, tmp_path):
     """A stale task and a re-submission alive together (a node thought lost comes back, say):
     the run lease lets one execute; the other waits, then finds the run ended and leaves."""
-    from adapters.ray_dispatch import _remote_execute_run
+    from foundry.adapters.fleet.ray_dispatch import _remote_execute_run
 
     run_id = request(store, recipe(recipe_data), "any")  # no dispatcher: submitted by hand
     refs = [_remote_execute_run.options(
@@ -293,7 +293,7 @@ def _dispatcher_process(store: Any, tmp_path: Path, env: dict[str, str],
                         address: str) -> subprocess.Popen[bytes]:
     log = (tmp_path / "dispatcher.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli", "--db", store.config.url, "--log-level", "INFO",
+        [sys.executable, "-m", "foundry.adapters.cli.main", "--db", store.config.url, "--log-level", "INFO",
          "dispatcher", "--address", address, "--poll", "0.1", "--lease-wait", "30"],
         cwd=ROOT, stdout=log, stderr=log,
         env={**os.environ, **env, "FOUNDRY_STATE_DIR": str(store.state_dir)})
@@ -353,7 +353,7 @@ def test_foundry_worker_joins_with_its_labels_and_takes_runs_for_its_class(
         cluster, store, recipe_data, tmp_path):
     log = (tmp_path / "worker.log").open("ab")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli", "worker", "--class", "cls-c", "--site", "desk",
+        [sys.executable, "-m", "foundry.adapters.cli.main", "worker", "--class", "cls-c", "--site", "desk",
          "--address", cluster.address, "--num-cpus", "1", "--num-gpus", "0"],
         cwd=ROOT, stdout=log, stderr=log,
         env={k: v for k, v in os.environ.items() if not k.startswith("FOUNDRY_")},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_DOMAIN = (
-    "adapters", "projections", "executors", "eventsourcing.application",
+    "foundry.adapters", "foundry.projections", "foundry.executors", "eventsourcing.application",
     "eventsourcing.persistence", "eventsourcing.sqlite", "eventsourcing.postgres",
     "eventsourcing.projection", "psycopg", "structlog", "torch", "transformers", "llama_cpp",
     "huggingface_hub", "logging", "sqlite3", "subprocess", "socket",
@@ -52,7 +52,7 @@ def test_torch_is_imported_only_inside_executors():
 def test_the_data_command_path_does_not_import_torch(tmp_path):
     code = (
         "import sys\n"
-        "from adapters.bootstrap import Foundry\n"
+        "from foundry.adapters.bootstrap import Foundry\n"
         f"f = Foundry.open('sqlite:///{tmp_path}/f.db')\n"
         "r = f.execute('data/list', {'collection': 'forge_recipes'})\n"
         "assert r['success'], r\n"

@@ -1,0 +1,148 @@
+"""`foundry forge ...`, `foundry lineage`, `foundry audit replay`: runs from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from foundry.adapters.cli.display import make_listener
+
+
+def add_forge_commands(sub: Any) -> None:
+    p = sub.add_parser("forge", help="run recipes; inspect, cancel and resume runs")
+    fs = p.add_subparsers(metavar="ACTION")
+
+    r = fs.add_parser("run", help="forge a recipe (by id, or a recipe JSON file to create)")
+    r.add_argument("recipe", help="recipe id, or path to a recipe JSON file")
+    r.add_argument("--node", default="cpu@local", help="hardware node <class>@<site> or any")
+    r.add_argument("--publish", help="publish target (hf://org/repo or file:///dir)")
+    r.add_argument("--version", help="recipe version to run (default: the current one)")
+    r.add_argument("--command-id", help="idempotency key: the same key resumes the same run")
+    r.add_argument("--detach", action="store_true",
+                   help="return at once (a background worker, or the Ray dispatcher)")
+    r.add_argument("--json", action="store_true", help="print the result envelope as JSON")
+    r.set_defaults(run=_run)
+
+    for name, help_text, handler in (
+        ("status", "state of a run, its stages and whether its owner is alive", _status),
+        ("cancel", "cancel a run that has not finished", _cancel),
+        ("resume", "continue an interrupted run (skips verified completed stages)", _resume),
+    ):
+        a = fs.add_parser(name, help=help_text)
+        a.add_argument("run_id")
+        if name == "resume":
+            a.add_argument("--detach", action="store_true")
+        if name == "cancel":
+            a.add_argument("--reason", default="")
+        a.set_defaults(run=handler)
+
+    ls = fs.add_parser("list", help="list runs (newest first)")
+    ls.add_argument("--filter", help="Mongo-style JSON over artifact fields (recipeId, status...)")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(run=_list)
+
+    lin = sub.add_parser("lineage", help="what led to an artifact, run or recipe (Markdown)")
+    lin.add_argument("id", help="artifact id, run id or recipe id")
+    lin.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    lin.set_defaults(run=_lineage)
+
+    audit = sub.add_parser("audit", help="audits of the event store")
+    asub = audit.add_subparsers(metavar="ACTION")
+    rep = asub.add_parser("replay", help="rebuild a run's artifact from its events; compare")
+    rep.add_argument("run_id")
+    rep.set_defaults(run=_replay)
+
+
+def _emit(result: dict[str, Any]) -> int:
+    sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return 0 if result.get("success") else 1
+
+
+def _recipe_id(foundry: Any, ref: str) -> str | None:
+    """A recipe id as given, or the id of the recipe in a JSON file (created once: the
+    file's content hash is the command id, so running the same file again reuses it)."""
+    path = Path(ref)
+    if not path.is_file():
+        return ref
+    raw = path.read_bytes()
+    created = foundry.execute("data/create", {
+        "collection": "forge_recipes", "data": json.loads(raw),
+        "commandId": "recipe-file:" + hashlib.sha256(raw).hexdigest(),
+    })
+    if not created["success"]:
+        _emit(created)
+        return None
+    print(f"recipe {created['id']} ({path})", file=sys.stderr)
+    return str(created["id"])
+
+
+def _run(foundry: Any, args: argparse.Namespace) -> int:
+    recipe_id = _recipe_id(foundry, args.recipe)
+    if recipe_id is None:
+        return 1
+    foundry.progress_listener = make_listener(sys.stderr)
+    result = foundry.execute("forge/run", {
+        "recipeId": recipe_id, "hardwareNode": args.node, "publishTarget": args.publish,
+        "recipeVersion": args.version, "commandId": args.command_id, "wait": not args.detach,
+    })
+    if args.json or not result.get("success"):
+        return _emit(result)
+    _print_summary(result)
+    return 0 if result["status"] in ("completed", "requested", "running") else 1
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    print(f"run {r['runId']}: {r['status']}")
+    print(f"artifact {r['artifactId']}" + (f"  alloyHash {r['alloyHash']}" if r["alloyHash"]
+                                           else ""))
+    if r.get("gate"):
+        print(f"gate: {'passed' if r['gate']['passed'] else 'FAILED'}: "
+              + "; ".join(r["gate"]["reasons"]))
+    if r.get("failure"):
+        print(f"failed: {r['failure']['type']}: {r['failure']['message']}")
+    if r.get("detached"):
+        print(f"worker pid {r['workerPid']}; follow with: foundry forge status {r['runId']}")
+
+
+def _status(foundry: Any, args: argparse.Namespace) -> int:
+    return _emit(foundry.execute("forge/status", {"runId": args.run_id}))
+
+
+def _cancel(foundry: Any, args: argparse.Namespace) -> int:
+    return _emit(foundry.execute("forge/cancel", {"runId": args.run_id, "reason": args.reason}))
+
+
+def _resume(foundry: Any, args: argparse.Namespace) -> int:
+    foundry.progress_listener = make_listener(sys.stderr)
+    return _emit(foundry.execute("forge/resume", {"runId": args.run_id,
+                                                  "wait": not args.detach}))
+
+
+def _list(foundry: Any, args: argparse.Namespace) -> int:
+    from foundry.adapters.cli.main import load_json_arg
+
+    params: dict[str, Any] = {"limit": args.limit,
+                              "orderBy": [{"field": "requestedAt", "direction": "desc"}]}
+    if args.filter:
+        params["filter"] = load_json_arg(args.filter, "filter")
+    return _emit(foundry.execute("forge/list-runs", params))
+
+
+def _lineage(foundry: Any, args: argparse.Namespace) -> int:
+    from foundry.adapters.commands.lineage_markdown import render_markdown
+
+    result = foundry.execute("lineage/report", {"id": args.id})
+    if args.json or not result.get("success"):
+        return _emit(result)
+    sys.stdout.write(render_markdown(result))
+    return 0
+
+
+def _replay(foundry: Any, args: argparse.Namespace) -> int:
+    result = foundry.execute("audit/replay", {"runId": args.run_id})
+    code = _emit(result)
+    return code if not result.get("success") else (0 if result["ok"] else 1)

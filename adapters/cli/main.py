@@ -1,0 +1,162 @@
+"""The `foundry` command line. Every verb goes through the same `execute` dispatcher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from foundry.adapters.store.config import ENV_DATABASE_URL
+from foundry.adapters.log_setup import configure_logging
+from foundry.domain.errors import FoundryError, InvalidInputError
+
+EPILOG = f"""\
+The store: --db URL, else ${ENV_DATABASE_URL}, else a SQLite file in your user data dir.
+  sqlite:///path/to/foundry.db      embedded, no server (the default)
+  postgresql://user@host:5432/db    shared PostgreSQL
+Examples:
+  foundry recipe create examples/tiny-recipe.json
+  foundry recipe list --filter '{{"tags": {{"$contains": "code"}}}}' --order-by updatedAt:desc
+  foundry exec data/read '{{"collection": "forge_recipes", "id": "<uuid>"}}'
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    if not getattr(args, "needs_store", True):
+        code: int = args.run(None, args)
+        return code
+    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.commands.bus import failure
+    from foundry.adapters.errors import StoreUnavailableError
+
+    try:
+        foundry = Foundry.open(args.db)
+    except Exception as e:
+        where = args.db or os.environ.get(ENV_DATABASE_URL) or "the default store"
+        err = e if hasattr(e, "code") else StoreUnavailableError(where, e)
+        _print(failure(err))
+        return 3
+    with foundry:
+        try:
+            code = args.run(foundry, args)
+        except FoundryError as e:  # a bad file or JSON argument: an envelope, no traceback
+            _print(failure(e))
+            return 1
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="foundry", description="Forge ML models from event-sourced recipes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", help="database URL (see below)")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("exec", help="run any command with JSON params; prints the envelope")
+    p.add_argument("command", help="e.g. data/create, data/list, forge/run")
+    p.add_argument("params", nargs="?", default="{}", help="JSON object, or @file.json")
+    p.set_defaults(run=_exec)
+
+    from foundry.adapters.cli.recipe import add_recipe_commands
+
+    add_recipe_commands(sub)
+    from foundry.adapters.cli.forge import add_forge_commands
+
+    add_forge_commands(sub)
+    from foundry.adapters.cli.alloy import add_alloy_commands
+
+    add_alloy_commands(sub)
+    from foundry.adapters.cli.cluster import add_cluster_commands
+
+    add_cluster_commands(sub)
+    p = sub.add_parser("projections", help="projection maintenance")
+    psub = p.add_subparsers(metavar="ACTION")
+    r = psub.add_parser("rebuild", help="drop every view and replay all events into it")
+    r.set_defaults(run=_rebuild)
+    r = psub.add_parser("run", help="keep the views caught up until interrupted "
+                        "(PostgreSQL: the library's ProjectionRunner; SQLite: polling)")
+    r.add_argument("--seconds", type=float, help="stop after this long (default: forever)")
+    r.set_defaults(run=_projections_run)
+    d = sub.add_parser("db", help="database maintenance")
+    dsub = d.add_subparsers(metavar="ACTION")
+    r = dsub.add_parser("init", help="create every table once (before workers start)")
+    r.set_defaults(run=_db_init)
+    return parser
+
+
+def load_json_arg(text: str, what: str = "params") -> Any:
+    """Parse inline JSON or @file; a parse error names the line and column."""
+    source = text
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise InvalidInputError(what, f"cannot read {path}: {e.strerror}") from None
+    try:
+        return json.loads(source)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(
+            what, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+
+
+def run_command(foundry: Any, command: str, params: Any) -> int:
+    result = foundry.execute(command, params)
+    _print(result)
+    return 0 if result.get("success") else 1
+
+
+def _exec(foundry: Any, args: argparse.Namespace) -> int:
+    from foundry.adapters.commands.bus import failure
+    from foundry.domain.errors import InvalidInputError
+
+    try:
+        params = load_json_arg(args.params)
+    except ValueError as e:
+        field, _, rule = str(e).partition(": ")
+        _print(failure(InvalidInputError(field, rule)))
+        return 1
+    return run_command(foundry, args.command, params)
+
+
+def _rebuild(foundry: Any, _args: argparse.Namespace) -> int:
+    views = {}
+    for name, host in foundry.hosts().items():
+        stats = host.rebuild()
+        views[name] = {"events": stats.events, "seconds": round(stats.seconds, 3),
+                       "eventsPerSecond": round(stats.events / max(stats.seconds, 1e-9))}
+    _print({"success": True, "views": views})
+    return 0
+
+
+def _projections_run(foundry: Any, args: argparse.Namespace) -> int:
+    from foundry.projections.runner import run_projections
+
+    run_projections(foundry, stop_after=args.seconds)
+    return 0
+
+
+def _db_init(foundry: Any, _args: argparse.Namespace) -> int:
+    # Opening the store created every table (serialised by an advisory lock on PostgreSQL).
+    _print({"success": True, "store": foundry.config.display_url, "tables": "ready"})
+    return 0
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

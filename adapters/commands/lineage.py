@@ -1,0 +1,149 @@
+"""Lineage and audit: what led to an artifact, and does replaying its events reproduce it?
+
+`lineage/report` answers, for an artifact, run or recipe id: the recipe, the edits that led
+to the pinned version, the parent chain, every run with its hardware, software and stages
+(times, input -> output hashes, metrics) and the artifacts. `audit/replay` rebuilds a run's
+artifact from its stored events alone and compares it with the view and the sealed alloyHash.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from foundry.adapters.commands.bus import EXTRA_HANDLERS
+from foundry.adapters.commands.data import data_history, data_list
+from foundry.adapters.commands.validation import parse_uuid, validate_model
+from foundry.domain.artifact_builder import alloy_hash, artifact_id
+from foundry.domain.errors import InvalidInputError
+from foundry.domain.values.base import Frozen
+from foundry.projections.artifacts.view import fold
+
+if TYPE_CHECKING:
+    from foundry.adapters.bootstrap import Foundry
+
+Result = dict[str, Any]
+
+
+class LineageQuery(Frozen):
+    id: str
+
+
+class ReplayQuery(Frozen):
+    run_id: str
+
+
+def lineage_report(foundry: Foundry, params: dict[str, Any]) -> Result:
+    query = validate_model(LineageQuery, params)
+    subject = parse_uuid(query.id)
+    kind, recipe_id, run_ids = _subject(foundry, subject)
+    recipe = foundry.recipes.get_recipe(recipe_id)
+    runs = [_run_lineage(foundry, r) for r in run_ids]
+    pinned_revisions = [r["recipeRevision"] for r in runs]
+    upto = max(pinned_revisions) if kind != "recipe" and pinned_revisions else recipe.revision
+    edits = data_history(foundry, {"collection": "forge_recipes", "id": str(recipe_id),
+                                   "limit": 500})["items"]
+    return {
+        "subject": {"kind": kind, "id": query.id},
+        "recipe": {"id": str(recipe_id), "name": recipe.data.get("name"),
+                   "currentVersion": recipe.recipe_version, "currentRevision": recipe.revision,
+                   "pinnedVersions": recipe.pinned_versions},
+        "edits": [e for e in edits if e["revision"] <= upto],
+        "parents": _parents(foundry, recipe.data.get("parentRecipeId")),
+        "runs": runs,
+    }
+
+
+def _subject(foundry: Foundry, subject: UUID) -> tuple[str, UUID, list[UUID]]:
+    """(kind, recipe id, run ids) for an artifact, run or recipe id."""
+    if subject in foundry.runs.repository:
+        run = foundry.runs.get_run(subject)
+        return "run", UUID(run.state["recipeId"]), [subject]
+    found = data_list(foundry, {"collection": "forge_artifacts", "filter": {"id": str(subject)},
+                                "limit": 1})["items"]
+    if found:
+        run_id = UUID(found[0]["provenance"]["runId"])
+        return "artifact", UUID(found[0]["recipeId"]), [run_id]
+    if subject in foundry.recipes.repository:
+        items = data_list(foundry, {"collection": "forge_artifacts", "limit": 500,
+                                    "filter": {"recipeId": str(subject)},
+                                    "orderBy": [{"field": "requestedAt"}]})["items"]
+        return "recipe", subject, [UUID(a["provenance"]["runId"]) for a in items]
+    raise InvalidInputError("id", f"{subject} is no artifact, run or recipe in this store")
+
+
+def _parents(foundry: Foundry, parent_id: str | None) -> list[Result]:
+    chain: list[Result] = []
+    seen: set[str] = set()
+    while parent_id and parent_id not in seen:
+        seen.add(parent_id)
+        parent = foundry.recipes.get_recipe(UUID(parent_id))
+        chain.append({"id": parent_id, "name": parent.data.get("name"),
+                      "version": parent.recipe_version})
+        parent_id = parent.data.get("parentRecipeId")
+    return chain
+
+
+def _run_lineage(foundry: Foundry, run_id: UUID) -> Result:
+    s = foundry.runs.get_run(run_id).state
+    stages = sorted(s["stages"].values(), key=lambda r: (r["cycle"], r["index"]))
+    return {
+        "runId": str(run_id), "artifactId": artifact_id(str(run_id)), "status": s["status"],
+        "recipeVersion": s["recipeVersion"], "recipeRevision": s["recipeRevision"],
+        "recipeHash": s["recipeHash"], "hardwareNode": s["hardwareNode"],
+        "requestedBy": s["requestedBy"], "requestedAt": s["requestedAt"],
+        "attempts": s["attempts"], "source": _source(s["source"]),
+        "stages": [{k: r.get(k) for k in ("cycle", "index", "type", "status", "startedAt",
+                                          "completedAt", "seconds", "inputHash", "outputHash",
+                                          "metrics", "notes", "error")} for r in stages],
+        "benchmarks": s["benchmarks"], "gate": s["gate"], "alloyHash": s["alloyHash"],
+        "sealedAt": s["sealedAt"], "failure": s["failure"],
+    }
+
+
+def _source(source: Result | None) -> Result | None:
+    if source is None:
+        return None
+    return {"baseModel": source["baseModel"], "sourceHash": source["sourceHash"]}
+
+
+def audit_replay(foundry: Foundry, params: dict[str, Any]) -> Result:
+    query = validate_model(ReplayQuery, params)
+    run_id = parse_uuid(query.run_id, "runId")
+    foundry.runs.get_run(run_id)  # not found -> a clear error
+    foundry.artifact_host.catch_up()  # the view as projected (old events are never re-applied)
+    row: dict[str, Any] | None = None
+    problems: list[str] = []
+    events = foundry.runs.recorder.select_events(run_id)
+    for stored in events:
+        try:
+            event = foundry.runs.mapper.to_domain_event(stored)
+        except Exception as e:
+            problems.append(f"event {stored.originator_version} cannot be decoded: {e}")
+            continue
+        row = fold(row, event)
+    assert row is not None
+    replayed = row["doc"]
+    view_row = foundry.artifact_view.get(artifact_id(str(run_id)))
+    stored_doc = view_row["doc"] if view_row else None
+    differences = _diff(stored_doc, replayed, "") if stored_doc is not None else ["no view row"]
+    sealed = row["state"]["alloyHash"]
+    recomputed = alloy_hash(replayed) if sealed else None
+    if sealed and recomputed != sealed:
+        problems.append(f"alloyHash: sealed {sealed}, replay gives {recomputed}")
+    problems += [f"view differs from replay at {d}" for d in differences]
+    return {"runId": str(run_id), "ok": not problems, "problems": problems,
+            "sealedAlloyHash": sealed, "replayedAlloyHash": recomputed, "events": len(events)}
+
+
+def _diff(a: Any, b: Any, path: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k),
+                                                                   f"{path}.{k}" if path else k)]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path or '<root>'}: view {a!r} != replay {b!r}"]
+
+
+EXTRA_HANDLERS.update({"lineage/report": lineage_report, "audit/replay": audit_replay})

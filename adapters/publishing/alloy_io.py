@@ -1,0 +1,167 @@
+"""`.alloy.json` in and out: import a file as a recipe (and its results as an imported run),
+export a recipe or artifact in the forge-alloy format.
+
+Import keeps every field: what ForgeRecipe does not know stays as an extra; what only a run
+can know (`results`, `receipt`, `integrity`, `alloyHash`, `hardwareVerified`, ...) becomes an
+imported run whose artifact carries those fields exactly. Legacy quirks are upgraded, each
+with a migration note printed by the command and kept in the recipe's history (the reason of
+its Created event); the original shape is remembered so that export gives it back.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from foundry.adapters.runs.orchestrator import utc_now
+from foundry.adapters.commands.validation import validate_model
+from foundry.domain.errors import InvalidInputError
+from foundry.domain.values.artifact import ForgeArtifact
+
+if TYPE_CHECKING:
+    from foundry.adapters.bootstrap import Foundry
+
+# Top-level fields that only a run can know: they go to the imported run, not the recipe.
+ARTIFACT_FIELDS = ("results", "receipt", "integrity", "alloyHash", "hardwareVerified",
+                   "forgedAt", "durationMinutes", "forgedParamsB", "activeParamsB")
+LEGACY_MARK = "legacyType"
+# The hardwareNode of a run that happened elsewhere: no dispatcher ever executes it.
+IMPORTED_NODE = "imported"
+
+
+def read_alloy(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InvalidInputError("file", f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError("file", f"{path.name}: malformed JSON at line {e.lineno} "
+                                f"column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("file", f"{path.name}: must be a JSON object")
+    return data
+
+
+def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Upgrade legacy shapes; returns the upgraded copy and one note per change."""
+    out, notes = copy.deepcopy(data), []
+    for i, stage in enumerate(out.get("stages") or []):
+        if isinstance(stage, dict) and stage.get("type") == "deliver":
+            stage.update(type="publish", **{LEGACY_MARK: "deliver"})
+            notes.append(f"stages.{i}: legacy 'deliver' stage imported as a 'publish' stage "
+                         "(no org: the publish target decides)")
+    corpora = out.get("calibrationCorpora")
+    if "calibrationCorpus" not in out and isinstance(corpora, list) and len(corpora) == 1:
+        c = corpora[0]
+        sha = str(c.get("sha256") or "")
+        if sha:
+            out["calibrationCorpus"] = {
+                "name": c.get("name") or c.get("id"),
+                "contentHash": sha if sha.startswith("sha256:") else f"sha256:{sha}",
+                "sizeBytes": int(c.get("sizeBytes") or 0), "sourceUrl": c.get("path"),
+            }
+            notes.append("calibrationCorpora[0] also written as calibrationCorpus "
+                         "(the list is kept as it was)")
+    receipt = out.get("receipt")
+    if isinstance(receipt, dict) and not receipt:
+        out.pop("receipt")
+        notes.append("receipt: empty and without issuedAt: dropped (nothing was published)")
+    return out, notes
+
+
+def split(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(recipe fields, artifact fields)."""
+    recipe = {k: v for k, v in data.items() if k not in ARTIFACT_FIELDS}
+    artifact = {k: v for k, v in data.items() if k in ARTIFACT_FIELDS}
+    return recipe, artifact
+
+
+def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
+    """Import one file: nothing is written unless the whole file validates."""
+    from foundry.adapters.commands.data import validate_recipe
+
+    raw = path.read_bytes() if path.is_file() else b""
+    data = read_alloy(path)
+    upgraded, notes = migrate(data)
+    recipe_data, artifact_fields = split(upgraded)
+    recipe = validate_recipe(recipe_data)
+    _validate_run_fields(artifact_fields, recipe)
+    digest = hashlib.sha256(raw).hexdigest()
+    reason = "imported from " + path.name + ("; " + "; ".join(notes) if notes else "")
+    created = foundry.recipes.create_recipe(
+        recipe, recipe_id=None, author=str(recipe.get("author", "")),
+        command_id=f"import-alloy:{digest}", reason=reason)
+    result: dict[str, Any] = {"file": str(path), "recipeId": created["id"],
+                              "migrations": notes, "runId": None}
+    if artifact_fields:
+        result["runId"] = _import_run(foundry, UUID(created["id"]), artifact_fields, path,
+                                      digest)
+    return result
+
+
+def _validate_run_fields(fields: dict[str, Any], recipe: dict[str, Any]) -> None:
+    """The run-side fields must have the artifact's shapes too (results a mapping of numbers,
+    receipt and integrity hashes `sha256:<hex>` ...): an import never stores what a run could
+    not have produced. The recipe half was validated already; its identity fills the
+    artifact's required fields."""
+    if not fields:
+        return
+    identity = {"id": "imported", "recipeId": "imported", "recipeVersion": recipe["version"]}
+    validate_model(ForgeArtifact, {**fields, **identity})
+
+
+def _import_run(foundry: Foundry, recipe_id: UUID, fields: dict[str, Any], path: Path,
+                digest: str) -> str:
+    recipe = foundry.recipes.get_recipe(recipe_id)
+    run_id = uuid5(NAMESPACE_URL, f"foundry/imported-run/{digest}")
+    run, created = foundry.runs.request_run(
+        run_id, recipe_id=str(recipe_id), recipe_version=recipe.recipe_version,
+        recipe_revision=recipe.revision, recipe_hash=recipe.content_hash(), recipe=recipe.data,
+        hardware_node=IMPORTED_NODE, publish_target=None, requested_by="import-alloy",
+        command_id=f"import-alloy:{digest}", at=utc_now())
+    if created or run.status == "requested":
+        foundry.runs.record(run_id, lambda r: r.record_import(
+            fields=fields, source_file=path.name, file_sha256=f"sha256:{digest}",
+            at=utc_now()))
+    return str(run_id)
+
+
+def export_alloy(foundry: Foundry, some_id: UUID) -> dict[str, Any]:
+    """The forge-alloy form of a recipe (authored fields) or an artifact (recipe snapshot +
+    results + receipt + integrity + alloyHash)."""
+    if some_id in foundry.recipes.repository:
+        return _unmigrate(_recipe_part(foundry.recipes.get_recipe(some_id).data))
+    from foundry.adapters.commands.forge import _run_of
+    from foundry.domain.artifact_builder import build_artifact
+
+    run = foundry.runs.get_run(_run_of(foundry, some_id))
+    artifact = build_artifact(run.state)
+    out = _recipe_part(run.state["recipe"])
+    if run.state.get("imported"):
+        out.update(copy.deepcopy(run.state["imported"]["fields"]))
+    else:
+        out.update({k: artifact[k] for k in ARTIFACT_FIELDS if k in artifact})
+    return _unmigrate(out)
+
+
+def _recipe_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The authored fields; the entity id belongs to this store, not to the file."""
+    return {k: copy.deepcopy(v) for k, v in data.items() if k != "id"}
+
+
+def _unmigrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Give migrated stages their original shape back."""
+    for stage in data.get("stages") or []:
+        if stage.get(LEGACY_MARK) == "deliver":
+            legacy = {k: v for k, v in stage.items()
+                      if k not in ("type", LEGACY_MARK, "repoNameTemplate", "includeAlloy",
+                                   "cardFromBenchmarks", "tags", "private")}
+            stage.clear()
+            stage.update({"type": "deliver", **legacy})
+    return data

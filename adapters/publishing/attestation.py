@@ -1,0 +1,350 @@
+"""Self-attestation of an artifact (ALLOY-FORMAT.md section 5): a local ES256 key, the signed
+payload, the `integrity` block, and `verify`, which reports each link of the chain of custody.
+
+The payload is exactly {alloyHash, attestedAt, audience, benchmarkResults, codeHash,
+datasetHashes, modelHash, nonce}; its RFC 8785 (JCS) bytes are signed with ECDSA P-256 and
+SHA-256 (ES256). As in JOSE (RFC 7518 section 3.4) the signature value is the raw 64-byte
+r||s, base64url without padding, not the DER form. `codeHash` is the content hash of the whole
+`integrity.code` block. All cryptography is the `cryptography` library's.
+
+A self-attested signature proves the signed fields were not changed since someone holding the
+key signed them; it proves nothing about the signer's honesty (see docs/attestation.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import importlib.metadata
+import os
+import platform
+import secrets
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from foundry.adapters.store.blobs import FileRecord, hash_dir, tree_hash
+from foundry.domain.artifact_builder import alloy_hash
+from foundry.domain.hashing import canonical_json, content_hash, sha256_hex
+
+ENV_KEYS_DIR = "FOUNDRY_KEYS_DIR"
+ENV_PASSPHRASE = "FOUNDRY_KEY_PASSPHRASE"
+PRIVATE_KEY_FILE = "signing-key.pem"
+PUBLIC_KEY_FILE = "signing-key.pub.pem"
+ALGORITHM = "ES256"
+PACKAGES = ("domain", "adapters", "projections", "executors")
+_COORD = 32  # bytes of one P-256 coordinate: r and s are each this long in r||s
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str  # see key_id_of
+    public_key_pem: str
+    directory: Path
+
+
+@dataclass(frozen=True)
+class Link:
+    """One checked link of the chain: what was expected, what was found, and whether they agree."""
+
+    name: str
+    ok: bool
+    expected: str | None
+    found: str | None
+    detail: str
+
+
+def keys_dir() -> Path:
+    override = os.environ.get(ENV_KEYS_DIR)
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_config_dir("foundry", appauthor=False)) / "keys"
+
+
+def _public_bytes(public_key: ec.EllipticCurvePublicKey, encoding: Encoding) -> bytes:
+    data: bytes = public_key.public_bytes(encoding, PublicFormat.SubjectPublicKeyInfo)
+    return data
+
+
+def _public_pem(public_key: ec.EllipticCurvePublicKey) -> str:
+    return _public_bytes(public_key, Encoding.PEM).decode("ascii")
+
+
+def key_id_of(public_key: ec.EllipticCurvePublicKey) -> str:
+    """`sha256:` + hex SHA-256 of the DER SubjectPublicKeyInfo."""
+    return sha256_hex(_public_bytes(public_key, Encoding.DER))
+
+
+def _passphrase() -> bytes | None:
+    value = os.environ.get(ENV_PASSPHRASE)
+    return value.encode() if value else None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write via a 0600 temp file created with O_EXCL, then rename: never readable by others."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def create_key(dir: Path | None = None, *, overwrite: bool = False) -> KeyInfo:
+    """Generate an ECDSA P-256 key pair in `dir` (default `keys_dir()`).
+
+    Raises FileExistsError when a key is already there and `overwrite` is false. The private
+    key is PKCS8, encrypted with $FOUNDRY_KEY_PASSPHRASE when that is set.
+    """
+    directory = Path(dir) if dir is not None else keys_dir()
+    private_path = directory / PRIVATE_KEY_FILE
+    if private_path.exists() and not overwrite:
+        raise FileExistsError(f"a signing key already exists at {private_path}")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    passphrase = _passphrase()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase else serialization.NoEncryption()
+    )
+    _write_private(private_path,
+                   key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    public_pem = _public_pem(key.public_key())
+    (directory / PUBLIC_KEY_FILE).write_text(public_pem)
+    return KeyInfo(key_id_of(key.public_key()), public_pem, directory)
+
+
+def load_key(dir: Path | None = None) -> tuple[ec.EllipticCurvePrivateKey, KeyInfo] | None:
+    """The key pair in `dir` (default `keys_dir()`), or None when there is none."""
+    directory = Path(dir) if dir is not None else keys_dir()
+    private_path = directory / PRIVATE_KEY_FILE
+    if not private_path.is_file():
+        return None
+    key = serialization.load_pem_private_key(private_path.read_bytes(), password=_passphrase())
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{private_path} is not an ECDSA P-256 key")
+    public = key.public_key()
+    return key, KeyInfo(key_id_of(public), _public_pem(public), directory)
+
+
+def _git_commit(directory: Path) -> str | None:
+    if "site-packages" in directory.parts:  # an installed copy: any enclosing repo is not ours
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=2, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def code_attestation() -> dict[str, Any]:
+    """What ran: this package's version, a hash of its .py files, and the git commit if any.
+
+    `environment` is a string because `CodeAttestation.environment` is typed `str`.
+    """
+    try:
+        version = importlib.metadata.version("foundry")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0+unknown"
+    entries, roots = [], []
+    for name in PACKAGES:
+        module_file = importlib.import_module(name).__file__
+        if module_file is None:
+            continue
+        package_dir = Path(module_file).resolve().parent
+        roots.append(package_dir)
+        for path in package_dir.rglob("*.py"):
+            rel = path.relative_to(package_dir.parent).as_posix()
+            entries.append({"filename": rel,
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    entries.sort(key=lambda entry: entry["filename"])
+    return {
+        "runner": "foundry",
+        "version": version,
+        "binaryHash": content_hash(entries),
+        "commit": _git_commit(roots[0]) if roots else None,
+        "environment": f"Python {platform.python_version()}; {platform.platform()}",
+    }
+
+
+def _dataset_entries(artifact: Mapping[str, Any]) -> list[dict[str, Any]]:
+    corpus = artifact.get("calibrationCorpus")
+    if not isinstance(corpus, Mapping) or not corpus.get("contentHash"):
+        return []
+    entry = {"name": corpus.get("name") or "calibration", "hash": corpus["contentHash"],
+             "source": corpus.get("sourceUrl")}
+    return [{k: v for k, v in entry.items() if v is not None}]
+
+
+def build_payload(
+    artifact: Mapping[str, Any], *, model_hash: str, attested_at: str, nonce: str,
+    audience: str, code_hash: str,
+) -> dict[str, Any]:
+    """The eight signed fields. alloyHash is recomputed from the artifact, never copied."""
+    benchmarks = (artifact.get("results") or {}).get("benchmarks") or []
+    return {
+        "alloyHash": alloy_hash(dict(artifact)),
+        "attestedAt": attested_at,
+        "audience": audience,
+        "benchmarkResults": sorted(
+            ({"name": b.get("name"), "score": b.get("score")} for b in benchmarks),
+            key=lambda b: str(b["name"]),
+        ),
+        "codeHash": code_hash,
+        "datasetHashes": sorted(d["hash"] for d in _dataset_entries(artifact)),
+        "modelHash": model_hash,
+        "nonce": nonce,
+    }
+
+
+def sign_payload(payload: Mapping[str, Any], private_key: ec.EllipticCurvePrivateKey) -> str:
+    """ES256 over the JCS bytes: base64url (no padding) of the raw 64-byte r||s."""
+    der = private_key.sign(canonical_json(dict(payload)), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    raw = r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def weights_hash(artifact: Mapping[str, Any], model_dir: Path) -> str:
+    """The weights hash of `model_dir`. A published folder also holds GGUF tiers, the alloy
+    and the cards: when the artifact names its model files (the last stage's `model` files),
+    only those count, so the hash means the same thing as the recorded one."""
+    stages = (artifact.get("provenance") or {}).get("stages") or []
+    names = [f["path"] for f in (stages[-1].get("files") or []) if f.get("role") == "model"] \
+        if stages else []
+    if not names:
+        return hash_dir(model_dir)
+    records = []
+    for name in names:
+        path = model_dir / name
+        digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() \
+            else "missing"
+        records.append(FileRecord(path=name, sha256=digest, size=0, role="model"))
+    return tree_hash(records)
+
+
+def _model_hash(artifact: Mapping[str, Any], model_dir: Path | None) -> str:
+    if model_dir is not None:
+        return weights_hash(artifact, Path(model_dir))
+    stages = (artifact.get("provenance") or {}).get("stages") or []
+    if stages and stages[-1].get("outputHash"):
+        return str(stages[-1]["outputHash"])
+    raise ValueError("no model hash: pass model_dir, or sign an artifact whose last stage has one")
+
+
+def sign_artifact(
+    artifact: Mapping[str, Any], *, model_dir: Path | None,
+    private_key: ec.EllipticCurvePrivateKey, key_info: KeyInfo, attested_at: str,
+    nonce: str | None = None, audience: str = "public",
+) -> dict[str, Any]:
+    """The `integrity` block for `artifact` (signature value: raw r||s, see `sign_payload`)."""
+    code = code_attestation()
+    model_hash = _model_hash(artifact, model_dir)
+    nonce = nonce if nonce is not None else secrets.token_urlsafe(16)
+    payload = build_payload(artifact, model_hash=model_hash, attested_at=attested_at,
+                            nonce=nonce, audience=audience, code_hash=content_hash(code))
+    return {
+        "trustLevel": "self-attested",
+        "code": code,
+        "modelHash": model_hash,
+        "alloyHash": payload["alloyHash"],
+        "datasets": _dataset_entries(artifact),
+        "nonce": nonce,
+        "audience": audience,
+        "signature": {"algorithm": ALGORITHM, "publicKey": key_info.public_key_pem,
+                      "value": sign_payload(payload, private_key), "keyId": key_info.key_id},
+        "attestedAt": attested_at,
+    }
+
+
+def _check_signature(
+    artifact: Mapping[str, Any], trusted_key_ids: set[str] | None
+) -> tuple[bool, str | None, str | None, str]:
+    """(ok, expected keyId, found keyId, detail) of the integrity block's signature."""
+    integrity = artifact.get("integrity")
+    if not isinstance(integrity, Mapping) or not integrity.get("signature"):
+        return False, None, None, "artifact is not signed"
+    sig = integrity["signature"]
+    claimed = sig.get("keyId")
+    if sig.get("algorithm") != ALGORITHM:
+        return False, claimed, None, f"unsupported algorithm {sig.get('algorithm')!r}"
+    try:
+        key = serialization.load_pem_public_key(str(sig.get("publicKey", "")).encode())
+        value = str(sig.get("value", ""))
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError as exc:
+        return False, claimed, None, f"unreadable public key or signature: {exc}"
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return False, claimed, None, "the embedded public key is not ECDSA P-256"
+    actual = key_id_of(key)
+    if claimed != actual:
+        return False, claimed, actual, "signed by another key than the artifact's keyId"
+    if trusted_key_ids is not None and actual not in trusted_key_ids:
+        return False, claimed, actual, "the signing key is not one of the trusted keys"
+    payload = build_payload(
+        artifact, model_hash=str(integrity.get("modelHash")),
+        attested_at=str(integrity.get("attestedAt")), nonce=str(integrity.get("nonce")),
+        audience=str(integrity.get("audience")), code_hash=content_hash(integrity.get("code")),
+    )
+    if integrity.get("alloyHash") != payload["alloyHash"]:
+        return False, claimed, actual, "integrity.alloyHash is not the artifact's content hash"
+    signed_datasets = sorted(str(d.get("hash")) for d in integrity.get("datasets") or [])
+    if signed_datasets != payload["datasetHashes"]:
+        return False, claimed, actual, "integrity.datasets do not match the calibration corpus"
+    if len(raw) != 2 * _COORD:
+        return False, claimed, actual, f"signature is {len(raw)} bytes, not a 64-byte r||s"
+    der = encode_dss_signature(int.from_bytes(raw[:_COORD], "big"),
+                               int.from_bytes(raw[_COORD:], "big"))
+    try:
+        key.verify(der, canonical_json(payload), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False, claimed, actual, "signature does not match the signed fields"
+    return True, claimed, actual, "valid ES256 signature"
+
+
+def _link(name: str, expected: str | None, found: str | None, what: str) -> Link:
+    ok = expected is not None and expected == found
+    return Link(name, ok, expected, found, f"{what} {'matches' if ok else 'does not match'}")
+
+
+def verify(
+    artifact: Mapping[str, Any], *, model_dir: Path | None = None, readme: Path | None = None,
+    trusted_key_ids: set[str] | None = None,
+) -> list[Link]:
+    """Check each link: alloyHash, weights (with model_dir), card (with readme), signature."""
+    integrity = artifact.get("integrity") or {}
+    receipt = artifact.get("receipt") or {}
+    links = [_link("alloyHash", artifact.get("alloyHash"), alloy_hash(dict(artifact)),
+                   "the recomputed content hash")]
+    if model_dir is not None:
+        links.append(_link("weights", integrity.get("modelHash"),
+                           weights_hash(artifact, Path(model_dir)),
+                           "the weights hash of the model directory"))
+    if readme is not None:
+        links.append(_link("card", receipt.get("cardHash"), sha256_hex(Path(readme).read_bytes()),
+                           "the README's hash"))
+    ok, expected, found, detail = _check_signature(artifact, trusted_key_ids)
+    links.append(Link("signature", ok, expected, found, detail))
+    return links

@@ -1,0 +1,80 @@
+"""Publishing to a Hugging Face Hub (or anything speaking its API, e.g. HF_ENDPOINT).
+
+The only module that catches huggingface_hub's errors: each becomes a `PublishError` with the
+HTTP status and the hub's request id, and with the token scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from foundry.domain.errors import FoundryError
+
+
+class PublishError(FoundryError):
+    """Raised when a publish target refuses or fails; the run stays sealed, unpublished."""
+
+    code = "publish_failed"
+
+    def __init__(self, target: str, message: str, *, status: int | None = None,
+                 request_id: str | None = None, kind: str = "PublishError") -> None:
+        self.target, self.status, self.request_id, self.kind = target, status, request_id, kind
+        detail = f" (HTTP {status}" + (f", request id {request_id}" if request_id else "") + ")" \
+            if status else (f" (request id {request_id})" if request_id else "")
+        super().__init__(f"publish to {target} failed{detail}: {message}")
+
+
+def hub_token() -> str | None:
+    """The token from HF_TOKEN, else from `huggingface_hub` login; never logged or stored."""
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _client_with_timeout() -> Any:
+    """huggingface_hub's default client waits forever; a hub that stops answering must not
+    hang a publish. FOUNDRY_HUB_TIMEOUT seconds (default 60)."""
+    import httpx2
+    from huggingface_hub.utils._http import default_client_factory
+
+    client = default_client_factory()
+    client.timeout = httpx2.Timeout(float(os.environ.get("FOUNDRY_HUB_TIMEOUT") or 60))
+    return client
+
+
+def upload_to_hub(repo_id: str, folder: Path, card_files: tuple[str, ...], *,
+                  private: bool = False) -> str:
+    """create_repo(exist_ok) + one commit of everything but the cards, then the cards last.
+    Returns the repo URL."""
+    import httpx2
+    from huggingface_hub import HfApi, set_client_factory
+    from huggingface_hub.errors import HfHubHTTPError
+
+    set_client_factory(_client_with_timeout)
+
+    token = hub_token()
+    target = f"hf://{repo_id}"
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token,
+                library_name="foundry")
+    try:
+        url = api.create_repo(repo_id, exist_ok=True, private=private)
+        api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=list(card_files),
+                          commit_message="foundry: weights, GGUF tiers and the alloy")
+        api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=list(card_files),
+                          commit_message="foundry: model cards")
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        raise PublishError(target, _scrub(str(e).splitlines()[0], token), status=status,
+                           request_id=e.request_id, kind=type(e).__name__) from None
+    except (httpx2.TimeoutException, TimeoutError) as e:
+        raise PublishError(target, f"timed out: {_scrub(str(e), token)}",
+                           kind="PublishTimeoutError") from None
+    except (httpx2.HTTPError, OSError) as e:
+        raise PublishError(target, _scrub(str(e), token), kind=type(e).__name__) from None
+    return str(url)

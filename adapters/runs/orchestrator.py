@@ -1,0 +1,290 @@
+"""Drives one run: resolve the source, run each stage through its executor, seal.
+
+Executors only report. Each step here is one aggregate command plus one save, so the store
+always says exactly how far a run got; a process killed at any point leaves a run that
+`resume` continues: completed stages whose outputs still verify are skipped, the interrupted
+one is redone, and each (cycle, stage) ends with exactly one completion event.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
+from foundry.adapters.runs.progress import RunReporter
+from foundry.adapters.store.forge_runs import ForgeRuns
+from foundry.domain import run_state
+from foundry.domain.artifact_builder import alloy_hash, build_artifact
+from foundry.domain.errors import RunEndedError
+from foundry.domain.forge_run import ForgeRun
+from foundry.domain.gate import evaluate_gate
+from foundry.executors.base import StageContext, StageResult
+from foundry.executors.errors import StageCancelledError
+from foundry.executors.registry import ExecutorRegistry
+
+log = structlog.get_logger()
+
+# Stages that change the model repeat once per cycle; the others run once, in the last cycle.
+TRANSFORM_STAGES = frozenset({
+    "prune", "train", "lora", "context-extend", "compensation-lora", "expert-prune", "modality",
+    "compact", "expert-activation-profile",
+})
+
+ProgressListener = Callable[[dict[str, Any]], None]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def plan(recipe: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    """(cycle, index, stage) in execution order."""
+    cycles = int(recipe.get("cycles", 1))
+    stages = recipe.get("stages", [])
+    return [
+        (cycle, index, stage)
+        for cycle in range(1, cycles + 1)
+        for index, stage in enumerate(stages)
+        if cycle == cycles or stage["type"] in TRANSFORM_STAGES
+    ]
+
+
+def software_versions() -> dict[str, str]:
+    """Versions from package metadata: no heavy import just to learn a version."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("foundry", "torch", "transformers", "peft", "gguf", "llama-cpp-python"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    alloy_hash: str | None = None
+    error: str | None = None
+
+
+class Orchestrator:
+    """Executes runs of one store with one executor registry."""
+
+    def __init__(self, runs: ForgeRuns, registry: ExecutorRegistry, blobs: BlobStore,
+                 state_dir: Path, *, progress_interval: float = 5.0,
+                 listener: ProgressListener | None = None,
+                 node: dict[str, str] | None = None) -> None:
+        self.runs, self.registry, self.blobs = runs, registry, blobs
+        self.node = node  # the cluster node this executes on (recorded with each attempt)
+        self.state_dir, self.progress_interval = state_dir, progress_interval
+        self.listener = listener or (lambda _event: None)
+
+    def heartbeat_path(self, run_id: UUID) -> Path:
+        return self.state_dir / "heartbeats" / str(run_id)
+
+    def execute(self, run_id: UUID) -> RunOutcome:
+        run = self.runs.get_run(run_id)
+        if run.ended:
+            return self._outcome(run)
+        structlog.contextvars.bind_contextvars(run_id=str(run_id))
+        try:
+            if run.status != "sealed":
+                attempt = self.runs.record(run_id, lambda r: r.start(
+                    worker_host=socket.gethostname(), pid=os.getpid(),
+                    software=software_versions(), device=self.registry.device, at=utc_now(),
+                    node=self.node))
+                log.info("run_started", attempt=attempt)
+                work = self.state_dir / "work" / str(run_id) / f"attempt-{attempt}"
+                try:
+                    if not self._run_stages(run_id, work):
+                        return self._outcome(self.runs.get_run(run_id))
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                self._seal(run_id)
+            self.runs.record(run_id, lambda r: r.complete(at=utc_now()))
+        except RunEndedError:
+            # Cancelled (or failed) by another process while this one was between a step and
+            # its record: the store already says how the run ended; this worker just stops.
+            log.info("run_ended_elsewhere")
+            return self._outcome(self.runs.get_run(run_id))
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id")
+        outcome = self._outcome(self.runs.get_run(run_id))
+        log.info("run_completed", alloy_hash=outcome.alloy_hash)
+        return outcome
+
+    # --- stages --------------------------------------------------------------------------
+
+    def _run_stages(self, run_id: UUID, work: Path) -> bool:
+        """True when every stage completed; False when the run failed or was cancelled."""
+        run = self.runs.get_run(run_id)
+        source = self._source(run_id, run, work)
+        if source is None:
+            return False
+        base_dir, current_hash = source
+        current_dir = base_dir
+        for cycle, index, stage in plan(run.state["recipe"]):
+            record = self.runs.get_run(run_id).stage(cycle, index)
+            if record is not None and record["status"] == "completed":
+                reused = self._reuse(record, work / f"c{cycle}-s{index}")
+                if reused is not None:
+                    current_dir, current_hash = reused, record["outputHash"]
+                    self.listener({"kind": "stage_skipped", "cycle": cycle, "index": index,
+                                   "type": stage["type"]})
+                    continue
+            if self.runs.get_run(run_id).ended:
+                return False  # cancelled between stages
+            step = self._run_stage(run_id, work, cycle, index, stage, current_dir, current_hash,
+                                   base_dir)
+            if step is None:
+                return False
+            current_dir, current_hash = step
+        return True
+
+    def _source(self, run_id: UUID, run: ForgeRun, work: Path) -> tuple[Path, str] | None:
+        recorded = run.state["source"]
+        target = work / "source"
+        if recorded is not None:
+            records = [FileRecord.from_dict(f) for f in recorded["files"]]
+            if not self.blobs.verify_records(records):
+                self.blobs.materialize(records, target)
+                return target, recorded["sourceHash"]
+        recipe_source = run.state["recipe"]["source"]
+        try:
+            resolved = self.registry.source_resolver(recipe_source)
+        except Exception as e:
+            self._fail_run(run_id, e)
+            return None
+        records = self.blobs.put_dir(resolved, role="source")
+        source_hash = tree_hash(records)
+        self.runs.record(run_id, lambda r: r.resolve_source(
+            base_model=str(recipe_source.get("baseModel")), source_hash=source_hash,
+            files=[f.to_dict() for f in records], at=utc_now()))
+        self.blobs.materialize(records, target)
+        return target, source_hash
+
+    def _reuse(self, record: dict[str, Any], dest: Path) -> Path | None:
+        """The model a completed stage left, if every output still verifies; else None."""
+        records = [FileRecord.from_dict(f) for f in record["files"]]
+        if self.blobs.verify_records(records):
+            return None
+        self.blobs.materialize([r for r in records if r.role == "model"], dest)
+        return dest
+
+    def _run_stage(self, run_id: UUID, work: Path, cycle: int, index: int,
+                   stage: dict[str, Any], input_dir: Path, input_hash: str,
+                   base_dir: Path) -> tuple[Path, str] | None:
+        self.runs.record(run_id, lambda r: r.start_stage(
+            cycle=cycle, index=index, stage_type=stage["type"], config=stage,
+            input_hash=input_hash, at=utc_now()))
+        self.listener({"kind": "stage_started", "cycle": cycle, "index": index,
+                       "type": stage["type"]})
+        out, scratch = work / f"c{cycle}-s{index}", work / f"c{cycle}-s{index}.scratch"
+        for d in (out, scratch):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+        run = self.runs.get_run(run_id)
+        ctx = StageContext(
+            run_id=str(run_id), cycle=cycle, index=index, stage=stage,
+            recipe=run.state["recipe"], input_dir=input_dir, output_dir=out, work_dir=scratch,
+            base_model_dir=base_dir, seed=0, device=self.registry.device,
+        )
+        reporter = RunReporter(self.runs, run_id, cycle, index, self.progress_interval,
+                               self.heartbeat_path(run_id), self.listener, utc_now)
+        started = time.perf_counter()
+        try:
+            result = self.registry.get(stage["type"]).run(ctx, reporter)
+        except StageCancelledError:
+            return None
+        except Exception as e:
+            log.exception("stage_failed", cycle=cycle, index=index, type=stage["type"])
+            error_type, message = type(e).__name__, str(e)
+            self.runs.record(run_id, lambda r: r.fail_stage(
+                cycle=cycle, index=index, error_type=error_type, message=message,
+                at=utc_now()))
+            self._fail_run(run_id, e)
+            return None
+        seconds = round(time.perf_counter() - started, 3)
+        return self._complete(run_id, cycle, index, result, seconds)
+
+    def _complete(self, run_id: UUID, cycle: int, index: int, result: StageResult,
+                  seconds: float) -> tuple[Path, str]:
+        model = self.blobs.put_dir(result.output_dir, role="model")
+        extras = [self._store_extra(p) for p in result.files]
+        output_hash = tree_hash(model)
+        self.runs.record(run_id, lambda r: r.complete_stage(
+            cycle=cycle, index=index, output_hash=output_hash,
+            files=[f.to_dict() for f in [*model, *extras]], metrics=dict(result.metrics),
+            notes=list(result.notes), seconds=seconds, at=utc_now()))
+        self.listener({"kind": "stage_completed", "cycle": cycle, "index": index,
+                       "seconds": seconds, "metrics": dict(result.metrics)})
+        return result.output_dir, output_hash
+
+    def _store_extra(self, path: Path) -> FileRecord:
+        ref = self.blobs.put_file(path)
+        return FileRecord(path=path.name, sha256=ref.sha256, size=ref.size, role="output")
+
+    # --- end of a run --------------------------------------------------------------------
+
+    def _seal(self, run_id: UUID) -> None:
+        run = self.runs.get_run(run_id)
+        benchmarks = [b for r in run_state.completed_stages(run.state)
+                      for b in r["metrics"].get("benchmarks", [])]
+        self.runs.record(run_id, lambda r: r.record_benchmarks(benchmarks=benchmarks,
+                                                               at=utc_now()))
+        passed, reasons = evaluate_gate(run.state["recipe"], benchmarks)
+        self.runs.record(run_id, lambda r: r.evaluate_gate(passed=passed, reasons=reasons,
+                                                           at=utc_now()))
+
+        def seal(r: ForgeRun) -> str:
+            at = utc_now()
+            preview = run_state.apply(r.state, "Sealed", {"alloy_hash": None, "at": at})
+            digest = alloy_hash(build_artifact(preview))
+            r.seal(alloy_hash=digest, at=at)
+            return digest
+
+        self.runs.record(run_id, seal)
+        self._sign(run_id)
+
+    def _sign(self, run_id: UUID) -> None:
+        """Sign the sealed artifact when a key is configured (`foundry keys create`)."""
+        from foundry.adapters.publishing.attestation import load_key, sign_artifact
+
+        key = load_key()
+        if key is None:
+            return
+        private_key, info = key
+
+        def sign(r: ForgeRun) -> None:
+            at = utc_now()
+            integrity = sign_artifact(build_artifact(r.state), model_dir=None,
+                                      private_key=private_key, key_info=info, attested_at=at)
+            r.sign(integrity=integrity, at=at)
+
+        self.runs.record(run_id, sign)
+        log.info("artifact_signed", key_id=info.key_id)
+
+    def _fail_run(self, run_id: UUID, error: Exception) -> None:
+        self.runs.record(run_id, lambda r: None if r.ended else r.fail(
+            error_type=type(error).__name__, message=str(error), at=utc_now()))
+
+    def _outcome(self, run: ForgeRun) -> RunOutcome:
+        failure = run.state["failure"]
+        return RunOutcome(run_id=str(run.id), status=run.status,
+                          alloy_hash=run.state["alloyHash"],
+                          error=failure["message"] if failure else None)
