@@ -46,17 +46,16 @@ def run_projections(foundry: Any, *, stop_after: float | None = None) -> None:
                 host.catch_up()
             time.sleep(0.5)
         return
-    from foundry.adapters.store.recipe_book import RecipeBook
-    from foundry.adapters.store.forge_runs import ForgeRuns
-
+    # The application classes come from the open Foundry (the composition root) rather than by
+    # import: views know events, never the store's applications (the layers contract).
     with contextlib.ExitStack() as stack:
         runners = [
             stack.enter_context(ProjectionRunner(
-                application_class=app_class, projection_class=projection, view_class=view,
+                application_class=type(app), projection_class=projection, view_class=view,
                 env=foundry.app_env(purpose)))
-            for app_class, projection, view, purpose in (
-                (RecipeBook, RecipeProjection, RecipeViewPostgres, ""),
-                (ForgeRuns, ArtifactProjection, ArtifactViewPostgres, "runs"),
+            for app, projection, view, purpose in (
+                (foundry.recipes, RecipeProjection, RecipeViewPostgres, ""),
+                (foundry.runs, ArtifactProjection, ArtifactViewPostgres, "runs"),
             )
         ]
         deadline = None if stop_after is None else time.monotonic() + stop_after

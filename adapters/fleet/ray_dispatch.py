@@ -36,9 +36,9 @@ from uuid import UUID
 import ray
 import structlog
 
-from foundry.adapters.publishing.alloy_io import IMPORTED_NODE
-from foundry.adapters.runs.orchestrator import utc_now
+from foundry.adapters.clock import utc_now
 from foundry.adapters.fleet.placement import CLASS_LABEL, SITE_LABEL, ClusterNode, place
+from foundry.adapters.publishing.alloy_io import IMPORTED_NODE
 from foundry.domain.errors import RunEndedError
 from foundry.domain.forge_run import ForgeRun
 

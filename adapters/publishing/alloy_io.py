@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from foundry.adapters.runs.orchestrator import utc_now
+from foundry.adapters.clock import utc_now
 from foundry.adapters.commands.validation import validate_model
 from foundry.domain.errors import InvalidInputError
 from foundry.domain.values.artifact import ForgeArtifact

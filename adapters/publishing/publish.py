@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
-from foundry.adapters.store.blobs import FileRecord, tree_hash
+from foundry.adapters.clock import utc_now
 from foundry.adapters.publishing.hub import PublishError, upload_to_hub
-from foundry.adapters.runs.orchestrator import utc_now
+from foundry.adapters.store.blobs import FileRecord, tree_hash
 from foundry.domain import run_state
 from foundry.domain.artifact_builder import build_artifact
 from foundry.domain.errors import InvalidInputError, RunStateError

@@ -14,15 +14,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import structlog
 
-from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
+# Re-exported while adapters/commands/forge.py still imports it from here.
+from foundry.adapters.clock import utc_now as utc_now
 from foundry.adapters.runs.progress import RunReporter
+from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
 from foundry.adapters.store.forge_runs import ForgeRuns
 from foundry.domain import run_state
 from foundry.domain.artifact_builder import alloy_hash, build_artifact
@@ -42,10 +43,6 @@ TRANSFORM_STAGES = frozenset({
 })
 
 ProgressListener = Callable[[dict[str, Any]], None]
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def plan(recipe: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:

@@ -1,7 +1,8 @@
 """The artifact view. Each row keeps the folded run state (JSON) and the artifact built from it.
 
-The fold is `foundry.domain.run_state.apply` followed by `foundry.domain.artifact_builder.build_artifact`: the
-same code the run aggregate and `audit replay` use, so the view cannot drift from the events.
+The fold is `foundry.domain.run_state.apply` followed by
+`foundry.domain.artifact_builder.build_artifact`: the same code the run aggregate and
+`audit replay` use, so the view cannot drift from the events.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ def position(foundry: Any) -> int:
 
 def projections_process(foundry: Any, seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "foundry.adapters.cli.main", "--db", foundry.config.url, "projections", "run",
-         "--seconds", str(seconds)], cwd=ROOT, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "foundry.adapters.cli.main", "--db", foundry.config.url,
+         "projections", "run", "--seconds", str(seconds)], cwd=ROOT, stderr=subprocess.PIPE)
 
 
 def wait_for_position(foundry: Any, at_least: int, timeout: float) -> int:

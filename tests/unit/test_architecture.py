@@ -6,7 +6,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import grimp
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_DOMAIN = (
@@ -63,3 +66,18 @@ def test_the_data_command_path_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_import_linter_graph_holds_every_module_on_disk():
+    """The layer contracts (pyproject [tool.importlinter], run by scripts/lint.sh) are only as
+    good as the graph they read: a root that grimp could not resolve through the editable
+    finder, or a folder left out, would let every contract pass on a graph without it."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    graph = grimp.build_graph(*config["root_packages"], cache_dir=None)
+    on_disk = {
+        ".".join(("foundry", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(
+            ".__init__")
+        for package in ("domain", "adapters", "projections", "executors")
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert {m for m in graph.modules if m.startswith("foundry.")} == on_disk
