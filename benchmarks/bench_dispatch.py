@@ -56,17 +56,15 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
+import structlog
+
+from foundry.adapters.bootstrap import Foundry
+
+from _machine import load_1min, loadavg, version
+from _machine import machine_info as base_machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import psycopg  # noqa: E402
-import structlog  # noqa: E402
-
-from foundry.adapters.bootstrap import Foundry  # noqa: E402
-from benchmarks._machine import load_1min, loadavg, version  # noqa: E402
-from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
-
 PG_SERVER = os.environ.get("FOUNDRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
 STAGES = ("prune", "train", "quant")
@@ -261,7 +259,8 @@ def bench_in_process(url: str, tmp: Path, runs: int) -> dict[str, Any]:
 
 def bench_detached(url: str, tmp: Path, runs: int) -> dict[str, Any]:
     """In-process with `wait: false`: N runs requested at once, each in its own detached
-    worker process on this machine (`python -m foundry.adapters.runs.worker`), all at the same time."""
+    worker process on this machine (`python -m foundry.adapters.runs.worker`), all at the
+    same time."""
     os.environ.update({**fake_env(tmp), "FOUNDRY_DISPATCHER": "in-process"})
     state = tmp / "state"
     with Foundry.open(url, state_dir=state) as foundry:
@@ -283,8 +282,9 @@ def bench_detached(url: str, tmp: Path, runs: int) -> dict[str, Any]:
 
 def traced_execute_run(database_url: str, run_id: str, state_dir: str,
                        lease_wait_seconds: float) -> dict[str, Any]:
-    """foundry.adapters.fleet.ray_dispatch.execute_run, noting when the task entered its worker and when
-    its imports were done (pickled by value: this module is not importable on the nodes)."""
+    """foundry.adapters.fleet.ray_dispatch.execute_run, noting when the task entered its worker
+    and when its imports were done (pickled by value: this module is not importable on the
+    nodes)."""
     entered = time.time()
     import foundry.adapters.bootstrap  # noqa: F401 - what execute_run imports first, timed here
     from foundry.adapters.fleet.ray_dispatch import execute_run

@@ -15,9 +15,9 @@ Each repeat runs the pipeline twice, alternating which goes first:
    the ``stage_started`` to the ``stage_completed`` listener call, i.e. including storing its
    outputs and its completion event).
 2. **direct**: the very same executor objects, ``executor.run(ctx, reporter)`` in the run's
-   own order (``foundry.adapters.runs.orchestrator.plan`` of the recipe the foundry pinned) on the same
-   inputs, seed 0, same device, a reporter that does nothing, each output directory the next
-   stage's input; no store, no blobs.
+   own order (``foundry.adapters.runs.orchestrator.plan`` of the recipe the foundry pinned)
+   on the same inputs, seed 0, same device, a reporter that does nothing, each output
+   directory the next stage's input; no store, no blobs.
 
 Before each pipeline the corpus token cache of ``foundry.executors.real.data`` is cleared, so both
 start like a fresh worker; heavy imports and one forward/backward pass are done first,
@@ -65,14 +65,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import foundry.executors.real  # first: sets OMP_WAIT_POLICY before torch loads
+
+from _machine import load_1min, loadavg, version
+from _machine import machine_info as base_machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import foundry.executors.real  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch loads)
-from benchmarks._machine import load_1min, loadavg, version  # noqa: E402
-from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
-
 EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
 TARGET_OVERHEAD = 0.05  # the issue's target: under 5 % of the direct wall time
 CONTENTION_LOAD = 1.5  # 1-minute load average above which the figures are under contention
@@ -160,8 +158,8 @@ def instrumented(foundry: Any, timers: Timers) -> Iterator[None]:
     """Time what the foundry adds inside a run: every run-event write (aggregate load, command,
     commit), the reporter's calls (heartbeat file, throttled StageProgressed events) per stage,
     and the blob store (hash, copy, fsync; materialise)."""
-    from foundry.adapters.store.blobs import BlobStore
     from foundry.adapters.runs.progress import RunReporter
+    from foundry.adapters.store.blobs import BlobStore
 
     def wrap(name: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -248,8 +246,8 @@ def run_foundry(recipe: dict[str, Any], registry: Any, tmp: Path) -> dict[str, A
 
 def run_direct(recipe: dict[str, Any], registry: Any, work: Path) -> dict[str, Any]:
     """The same executors called one after the other, as the run orders them, timed."""
-    from foundry.adapters.store.blobs import hash_dir
     from foundry.adapters.runs.orchestrator import plan
+    from foundry.adapters.store.blobs import hash_dir
     from foundry.executors.base import StageContext
 
     shutil.rmtree(work, ignore_errors=True)

@@ -41,20 +41,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import structlog
+
+from foundry.adapters.bootstrap import Foundry
+from foundry.adapters.commands.data import validate_recipe
+from foundry.domain.recipe import Recipe
+
+from _machine import fs_type, loadavg, version
+from _machine import machine_info as base_machine_info
+from _timing import Timers
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import psycopg  # noqa: E402
-import structlog  # noqa: E402
-
-from foundry.adapters.bootstrap import Foundry  # noqa: E402
-from foundry.adapters.commands.data import validate_recipe  # noqa: E402
-from benchmarks._machine import fs_type, loadavg, version  # noqa: E402
-from benchmarks._machine import machine_info as base_machine_info  # noqa: E402
-from benchmarks._timing import Timers  # noqa: E402
-from foundry.domain.recipe import Recipe  # noqa: E402
-
 PG_SERVER = os.environ.get("FOUNDRY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
 COLLECTION = "forge_recipes"

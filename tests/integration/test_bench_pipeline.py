@@ -4,14 +4,27 @@ what the benchmark computes, never how fast anything ran."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from benchmarks import bench_pipeline
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench_pipeline() -> Iterator[ModuleType]:
+    """The benchmark as `python benchmarks/bench_pipeline.py` sees itself: its own folder first
+    on sys.path, which is how it finds _machine.py (for this module's tests only)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        yield importlib.import_module("bench_pipeline")
 
 
 def _run(mode: str, stage_seconds: list[float], total: float) -> dict:
@@ -22,7 +35,7 @@ def _run(mode: str, stage_seconds: list[float], total: float) -> dict:
         for i, s in enumerate(stage_seconds)]}
 
 
-def test_summarize_takes_medians_and_the_overhead_against_direct():
+def test_summarize_takes_medians_and_the_overhead_against_direct(bench_pipeline):
     foundry = [_run("foundry", [1.0, 2.0, 3.0], 6.5), _run("foundry", [1.2, 2.2, 3.2], 7.1)]
     direct = [_run("direct", [1.0, 2.0, 3.0], 6.0), _run("direct", [1.0, 2.0, 3.0], 6.0)]
     for d in direct:
@@ -47,14 +60,15 @@ def test_summarize_takes_medians_and_the_overhead_against_direct():
     assert s["foundry_own_pct"] == pytest.approx(s["foundry_own_s"] / 6.0 * 100, abs=0.01)
 
 
-def test_summarize_refuses_runs_of_different_stages():
+def test_summarize_refuses_runs_of_different_stages(bench_pipeline):
     foundry = [_run("foundry", [1.0, 2.0, 3.0], 6.5)]
     direct = [_run("direct", [1.0, 2.0], 3.0)]
     with pytest.raises(ValueError, match="ran"):
         bench_pipeline.summarize(foundry, direct)
 
 
-def test_the_benchmark_runs_end_to_end_on_the_fake_executors(tmp_path, monkeypatch, capsys):
+def test_the_benchmark_runs_end_to_end_on_the_fake_executors(bench_pipeline, tmp_path,
+                                                             monkeypatch, capsys):
     monkeypatch.setenv("FOUNDRY_FAKE_MODELS", str(tmp_path / "fake-models"))
 
     assert bench_pipeline.main(["--executors", "fake", "--repeats", "2", "--json",
