@@ -1,42 +1,132 @@
-"""Builds the object graph from configuration. The only module that reads configuration."""
+"""Builds the object graph from configuration. The only module that reads configuration.
+
+`Foundry.open` reads the environment once (`Settings.from_env`), builds the applications,
+views and hosts, and freezes them into one `Services` value; the command registry is
+assembled here from the handler modules' `COMMANDS` tables. `Foundry.execute` hands both to
+the bus. Nothing here serialises commands: two calls run at the same time, and the store
+keeps them apart (expected revisions, optimistic saves, run leases).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
+import getpass
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eventsourcing.persistence import InfrastructureFactory
 
-from foundry.adapters.store.recipe_book import RecipeBook
+from foundry.adapters.commands import artifacts, data, forge, lineage
+from foundry.adapters.commands.ports import Call, ProgressListener, ignore_progress
+from foundry.adapters.commands.registry import CommandRegistry
+from foundry.adapters.settings import ENV_EXECUTORS, ENV_STATE_DIR, Settings
 from foundry.adapters.store.config import StoreConfig, parse_database_url, resolve_database_url
-from foundry.adapters.store.persistence import RECORDER_TOPICS
 from foundry.adapters.store.forge_runs import ForgeRuns
+from foundry.adapters.store.persistence import RECORDER_TOPICS
+from foundry.adapters.store.recipe_book import RecipeBook
 from foundry.projections.artifacts.view import TOPICS as ARTIFACT_TOPICS
 from foundry.projections.artifacts.view import ArtifactViewPostgres, ArtifactViewSQLite
 from foundry.projections.host import ProjectionHost
 from foundry.projections.recipes.fold import TOPICS as RECIPE_TOPICS
+from foundry.projections.recipes.relocate import move_recipe_view
 from foundry.projections.recipes.view import RecipeViewPostgres, RecipeViewSQLite
 
 if TYPE_CHECKING:
-    from foundry.adapters.store.blobs import BlobStore
     from foundry.adapters.runs.launch import RunDispatcher
+    from foundry.adapters.store.blobs import BlobStore
     from foundry.executors.registry import ExecutorRegistry
+
+__all__ = ["ENV_EXECUTORS", "ENV_STATE_DIR", "Foundry", "Services", "build_commands"]
 
 RECIPE_VIEW_NAME = "recipeview"
 ARTIFACT_VIEW_NAME = "artifactview"
-ENV_STATE_DIR = "FOUNDRY_STATE_DIR"
-ENV_EXECUTORS = "FOUNDRY_EXECUTORS"
+T = TypeVar("T")
+
+
+def build_commands() -> CommandRegistry:
+    """Every command, from the handler modules' tables: one place lists them all."""
+    return CommandRegistry([*data.COMMANDS, *forge.COMMANDS, *lineage.COMMANDS,
+                            *artifacts.COMMANDS])
+
+
+class Lazy(Generic[T]):
+    """A value built on first use, once, even when two threads ask at the same moment (the
+    real executors import torch: data/* commands must not pay for that)."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build, self._lock = build, threading.Lock()
+        self._value: T | None = None
+
+    @classmethod
+    def of(cls, value: T) -> Lazy[T]:
+        lazy = cls(lambda: value)
+        lazy._value = value
+        return lazy
+
+    def get(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+        return self._value
+
+
+@dataclass(frozen=True)
+class Services:
+    """The system for one store, built once: what every command handler may use
+    (foundry.adapters.commands.ports.CommandServices)."""
+
+    config: StoreConfig
+    settings: Settings
+    recipes: RecipeBook
+    runs: ForgeRuns
+    recipe_view: Any
+    artifact_view: Any
+    recipe_host: ProjectionHost
+    artifact_host: ProjectionHost
+    state_dir: Path
+    blobs: BlobStore
+    executors: Lazy[ExecutorRegistry]
+    launchers: Lazy[RunDispatcher]
+    commands: CommandRegistry
+
+    @property
+    def registry(self) -> ExecutorRegistry:
+        """The stage executors: settings.executors `real` (default) or `fake`."""
+        return self.executors.get()
+
+    @property
+    def launcher(self) -> RunDispatcher:
+        """How forge/run gets a run executed: settings.dispatcher."""
+        return self.launchers.get()
+
+
+def _executors(settings: Settings) -> ExecutorRegistry:
+    if settings.executors == "fake":
+        from foundry.executors.fake import build_fake_registry
+
+        return build_fake_registry(sleep_seconds=settings.fake_sleep_seconds,
+                                   fail_on=settings.fake_fail_on)
+    from foundry.executors.real import build_registry
+
+    return build_registry()
+
+
+def _launcher(settings: Settings) -> RunDispatcher:
+    from foundry.adapters.runs.launch import dispatcher_named
+
+    return dispatcher_named(settings.dispatcher)
 
 
 class Foundry:
-    """The running system for one store: applications, views and their hosts."""
+    """The running system for one store: `execute(command, params)` and the parts behind it."""
 
     def __init__(self, config: StoreConfig, *, state_dir: Path | None = None,
-                 create_tables: bool = True) -> None:
+                 create_tables: bool = True, settings: Settings | None = None) -> None:
         import structlog
 
         if not structlog.is_configured():
@@ -45,95 +135,109 @@ class Foundry:
 
             configure_logging("WARNING")
         self.config = config
+        settings = settings or Settings.from_env()
         # On PostgreSQL, a Ray task on a worker node opens the store with create_tables=False:
         # the tables are made once, by `foundry db init`, never by racing workers.
         self._ddl = {} if create_tables or config.kind == "sqlite" else {"CREATE_TABLE": "no"}
         with _ddl_guard(config) if not self._ddl else contextlib.nullcontext():
-            self.recipes = RecipeBook(env=self._env(""))
-            self.runs = ForgeRuns(env=self._env("runs"))
-            recipe_view = RecipeViewSQLite if config.kind == "sqlite" else RecipeViewPostgres
-            artifact_view = (ArtifactViewSQLite if config.kind == "sqlite"
-                             else ArtifactViewPostgres)
-            self.recipe_view: Any = _build_view(config, RECIPE_VIEW_NAME, recipe_view, self._ddl)
-            self.artifact_view: Any = _build_view(config, ARTIFACT_VIEW_NAME, artifact_view,
-                                                  self._ddl)
+            recipes = RecipeBook(env=self._env(""))
+            runs = ForgeRuns(env=self._env("runs"))
+            recipe_view_class = RecipeViewSQLite if config.kind == "sqlite" else RecipeViewPostgres
+            artifact_view_class = (ArtifactViewSQLite if config.kind == "sqlite"
+                                   else ArtifactViewPostgres)
+            # In the events' database (SQLite: their file): an edit writes its view row in
+            # the transaction of its events (foundry.projections.inline).
+            recipe_view = _build_view(config, RECIPE_VIEW_NAME, recipe_view_class, self._ddl,
+                                      purpose="")
+            artifact_view = _build_view(config, ARTIFACT_VIEW_NAME, artifact_view_class,
+                                        self._ddl)
         if self._ddl:
-            self._check_tables()
-        self.recipe_host = ProjectionHost(self.recipes, self.recipe_view, RECIPE_TOPICS)
-        self.artifact_host = ProjectionHost(self.runs, self.artifact_view, ARTIFACT_TOPICS)
-        self.state_dir = state_dir or Path(
-            os.environ.get(ENV_STATE_DIR) or config.default_state_dir())
-        self._registry: ExecutorRegistry | None = None
-        self._run_dispatcher: RunDispatcher | None = None
-        self._lock = threading.RLock()
-        # The CLI sets this to draw progress; every stage event of a run is passed to it.
-        self.progress_listener: Any = lambda _event: None
+            _check_tables(config, [recipes.recorder, runs.recorder],
+                          [recipe_view, artifact_view])
+        from foundry.adapters.store.blobs import BlobStore
 
-    def _check_tables(self) -> None:
-        """Without DDL rights of its own, a missing table is an error that says what to do."""
-        import psycopg
+        state = state_dir or settings.state_dir or config.default_state_dir()
+        self.services = Services(
+            config=config, settings=settings, recipes=recipes, runs=runs,
+            recipe_view=recipe_view, artifact_view=artifact_view,
+            recipe_host=ProjectionHost(recipes, recipe_view, RECIPE_TOPICS),
+            artifact_host=ProjectionHost(runs, artifact_view, ARTIFACT_TOPICS),
+            state_dir=state, blobs=BlobStore(state / "blobs"),
+            executors=Lazy(lambda: _executors(settings)),
+            launchers=Lazy(lambda: _launcher(settings)), commands=build_commands(),
+        )
+        # One commit per recipe edit: events, command record and view row together.
+        self.services.recipe_host.write_inline()
+        if config.kind == "sqlite":
+            move_recipe_view(config.sqlite_file("views"), self.services.recipe_host)
 
-        recorders: list[Any] = [self.recipes.recorder, self.runs.recorder]
-        names = [r.events_table_name for r in recorders] + [
-            self.recipe_view.tracking_table_name, self.artifact_view.tracking_table_name]
-        schema = self.config.pg_schema or "public"
-        with psycopg.connect(**self.config.pg_conninfo(), autocommit=True) as conn:
-            missing = [n for n in names if conn.execute(
-                "SELECT to_regclass(%s)", (f'"{schema}"."{n}"',)).fetchone() == (None,)]
-        if missing:
-            from foundry.adapters.errors import StoreUnavailableError
+    # --- the parts, for callers that work below the commands (CLI maintenance, tests) ------
 
-            raise StoreUnavailableError(self.config.display_url, RuntimeError(
-                f"tables {', '.join(missing)} do not exist: run `foundry db init` once "
-                "against this store before starting workers"))
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def recipes(self) -> RecipeBook:
+        return self.services.recipes
+
+    @property
+    def runs(self) -> ForgeRuns:
+        return self.services.runs
+
+    @property
+    def recipe_view(self) -> Any:
+        return self.services.recipe_view
+
+    @property
+    def artifact_view(self) -> Any:
+        return self.services.artifact_view
+
+    @property
+    def recipe_host(self) -> ProjectionHost:
+        return self.services.recipe_host
+
+    @property
+    def artifact_host(self) -> ProjectionHost:
+        return self.services.artifact_host
+
+    @property
+    def state_dir(self) -> Path:
+        return self.services.state_dir
 
     @property
     def blobs(self) -> BlobStore:
-        from foundry.adapters.store.blobs import BlobStore
-
-        return BlobStore(self.state_dir / "blobs")
+        return self.services.blobs
 
     @property
     def registry(self) -> ExecutorRegistry:
-        """The stage executors, chosen by FOUNDRY_EXECUTORS: `real` (default) or `fake`
-        (the deterministic set the orchestration tests use). Loaded on first use, so data/*
-        commands never import torch."""
-        if self._registry is None:
-            kind = os.environ.get(ENV_EXECUTORS, "real")
-            if kind == "fake":
-                from foundry.executors.fake import build_fake_registry
-
-                sleep = float(os.environ.get("FOUNDRY_FAKE_SLEEP", "0"))
-                self._registry = build_fake_registry(
-                    sleep_seconds=sleep, fail_on=os.environ.get("FOUNDRY_FAKE_FAIL_ON"))
-            else:
-                from foundry.executors.real import build_registry
-
-                self._registry = build_registry()
-        return self._registry
+        return self.services.registry
 
     @property
-    def run_dispatcher(self) -> RunDispatcher:
-        """How forge/run gets a run executed: FOUNDRY_DISPATCHER=in-process (default) or
-        ray (adapters/run_dispatch.py)."""
-        if self._run_dispatcher is None:
-            from foundry.adapters.runs.launch import dispatcher_from_env
+    def launcher(self) -> RunDispatcher:
+        return self.services.launcher
 
-            self._run_dispatcher = dispatcher_from_env()
-        return self._run_dispatcher
+    run_dispatcher = launcher
 
     def use_registry(self, registry: ExecutorRegistry) -> None:
-        self._registry = registry
+        """Execute later runs with `registry` (tests inject fakes this way). The services stay
+        frozen: the whole value is replaced, so a call in flight keeps the one it started with."""
+        self.services = dataclasses.replace(self.services, executors=Lazy.of(registry))
+
+    def use_launcher(self, launcher: RunDispatcher) -> None:
+        """Get later runs executed by `launcher` (see use_registry)."""
+        self.services = dataclasses.replace(self.services, launchers=Lazy.of(launcher))
 
     @classmethod
     def open(cls, database_url: str | None = None, *, state_dir: Path | None = None,
-             create_tables: bool = True) -> Foundry:
+             create_tables: bool = True, settings: Settings | None = None) -> Foundry:
         """Open the store named by `database_url`, FOUNDRY_DATABASE_URL, or the default.
         Blobs and heartbeats live in `state_dir`, else FOUNDRY_STATE_DIR, else next to the
         store (SQLite) or in the user data dir (PostgreSQL). With `create_tables=False` no
-        table is created (PostgreSQL): a missing one is an error naming `foundry db init`."""
+        table is created (PostgreSQL): a missing one is an error naming `foundry db init`.
+        `settings` default to the environment's, read now and never again."""
         return cls(parse_database_url(resolve_database_url(database_url)), state_dir=state_dir,
-                   create_tables=create_tables)
+                   create_tables=create_tables, settings=settings)
 
     def app_env(self, purpose: str) -> dict[str, str]:
         """The eventsourcing environment of an application ('' recipes, 'runs' runs)."""
@@ -147,14 +251,16 @@ class Foundry:
             "AGGREGATE_CACHE_MAXSIZE": "1000",
         }
 
-    def execute(self, command: str, params: Any) -> dict[str, Any]:
-        """Run one command through the dispatcher (see foundry.adapters.commands.bus)."""
-        import foundry.adapters.commands.forge
-        import foundry.adapters.commands.lineage  # noqa: F401 - registers lineage and audit commands
+    def execute(self, command: str, params: Any, *, progress: ProgressListener | None = None,
+                principal: str = "") -> dict[str, Any]:
+        """Run one command (foundry.adapters.commands.bus); always an envelope, never raises.
+        `progress` gets the stage events of a run this call executes or follows; `principal`
+        is who asks (recorded as a run's requestedBy when the params name nobody)."""
         from foundry.adapters.commands.bus import dispatch
 
-        with self._lock:
-            return dispatch(self, command, params)
+        call = Call(progress=progress or ignore_progress, principal=principal)
+        services = self.services  # one consistent value for the whole call
+        return dispatch(services.commands, services, command, params, call)
 
     def hosts(self) -> dict[str, ProjectionHost]:
         return {"forge_recipes": self.recipe_host, "forge_artifacts": self.artifact_host}
@@ -173,9 +279,34 @@ class Foundry:
         self.close()
 
 
+def os_user() -> str:
+    """The OS user running this process: the CLI's principal."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER: a bare container
+        return ""
+
+
+def _check_tables(config: StoreConfig, recorders: list[Any], views: list[Any]) -> None:
+    """Without DDL rights of its own, a missing table is an error that says what to do."""
+    import psycopg
+
+    names = [r.events_table_name for r in recorders] + [v.tracking_table_name for v in views]
+    schema = config.pg_schema or "public"
+    with psycopg.connect(**config.pg_conninfo(), autocommit=True) as conn:
+        missing = [n for n in names if conn.execute(
+            "SELECT to_regclass(%s)", (f'"{schema}"."{n}"',)).fetchone() == (None,)]
+    if missing:
+        from foundry.adapters.errors import StoreUnavailableError
+
+        raise StoreUnavailableError(config.display_url, RuntimeError(
+            f"tables {', '.join(missing)} do not exist: run `foundry db init` once "
+            "against this store before starting workers"))
+
+
 def _build_view(config: StoreConfig, name: str, view_class: type[Any],
-                extra_env: dict[str, str]) -> Any:
-    env = {**config.app_env("views"), **extra_env}
+                extra_env: dict[str, str], purpose: str = "views") -> Any:
+    env = {**config.app_env(purpose), **extra_env}
     factory = InfrastructureFactory.construct(env=_named_env(name, env))
     return factory.tracking_recorder(view_class)
 

@@ -15,9 +15,23 @@ class StoreUnavailableError(FoundryError):
 
 
 class InternalError(FoundryError):
-    """Raised for a bug: an exception nobody expected."""
+    """Raised for a bug: an exception nobody expected. `ref` finds its traceback in the log."""
 
     code = "internal_error"
 
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(f"internal error ({type(cause).__name__}): {cause}")
+    def __init__(self, cause: Exception, *, ref: str = "") -> None:
+        self.ref = ref
+        where = f"; see the log entry command_crashed ref={ref}" if ref else ""
+        super().__init__(f"internal error ({type(cause).__name__}){where}")
+
+
+class CommandConflictError(FoundryError):
+    """Raised when a commandId is reused with params other than its first command's."""
+
+    code = "command_conflict"
+
+    def __init__(self, command_id: str, first: str) -> None:
+        self.command_id, self.first = command_id, first
+        super().__init__(
+            f"commandId: {command_id!r} was already used by {first} with different params; "
+            "a retry must repeat the same params, a new command needs a new commandId")

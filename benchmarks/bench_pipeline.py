@@ -214,7 +214,6 @@ def run_foundry(recipe: dict[str, Any], registry: Any, tmp: Path) -> dict[str, A
     with env(FOUNDRY_STATE_DIR=str(tmp / "state"), FOUNDRY_KEYS_DIR=str(tmp / "keys")), \
             Foundry.open(f"sqlite:///{tmp / 'foundry.db'}") as foundry:
         foundry.use_registry(registry)
-        foundry.progress_listener = listener
         made = foundry.execute("data/create", {"collection": "forge_recipes", "data": recipe})
         if not made["success"]:
             raise SystemExit(f"data/create refused the recipe: {made}")
@@ -222,7 +221,8 @@ def run_foundry(recipe: dict[str, Any], registry: Any, tmp: Path) -> dict[str, A
         gc.collect()
         with instrumented(foundry, timers):
             c0, t0 = cpu_seconds(), time.perf_counter()
-            result = foundry.execute("forge/run", {"recipeId": made["id"], "wait": True})
+            result = foundry.execute("forge/run", {"recipeId": made["id"], "wait": True},
+                                     progress=listener)
             total, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         if not result["success"] or result["status"] != "completed":
             raise SystemExit(f"forge/run did not complete: {json.dumps(result)[:2000]}")

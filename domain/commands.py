@@ -6,9 +6,9 @@ params are refused, so a typo is an error rather than a silently ignored option.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Strict, Tag, field_validator, model_validator
 
 from foundry.domain.values.base import Frozen
 
@@ -18,6 +18,9 @@ Collection = Literal["forge_recipes", "forge_artifacts"]
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
+
+# JSON's `true` is not the number 1: pydantic's lax mode would take it as one.
+StrictInt = Annotated[int, Strict()]
 
 
 class _Write(Frozen):
@@ -35,18 +38,47 @@ class CreateEntity(_Write):
 class UpdateEntity(_Write):
     id: str
     data: dict[str, Any]
-    expected_revision: int | None = Field(default=None, ge=1)
+    expected_revision: StrictInt | None = Field(default=None, ge=1)
 
 
 class UpsertEntity(_Write):
-    id: str
-    data: dict[str, Any]
-    expected_revision: int | None = Field(default=None, ge=1)
+    """data/upsert: `id` + `data`, or `entity`: the whole recipe with its id inside."""
+
+    id: str | None = None
+    data: dict[str, Any] | None = None
+    entity: dict[str, Any] | None = None
+    expected_revision: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("entity")
+    @classmethod
+    def _entity_has_id(cls, entity: dict[str, Any] | None) -> dict[str, Any] | None:
+        if entity is not None and not isinstance(entity.get("id"), str):
+            msg = "must carry its id as a string (or give id and data instead of entity)"
+            raise ValueError(msg)
+        return entity
+
+    @model_validator(mode="after")
+    def _one_form(self) -> UpsertEntity:
+        if self.entity is not None and (self.id is not None or self.data is not None):
+            msg = "give either entity, or id and data, not both"
+            raise ValueError(msg)
+        if self.entity is None and (self.id is None or self.data is None):
+            msg = "give id and data, or entity (the whole recipe with its id)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def target_id(self) -> str:
+        return str(self.entity["id"]) if self.entity is not None else str(self.id)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(self.entity if self.entity is not None else self.data or {})
 
 
 class DeleteEntity(_Write):
     id: str
-    expected_revision: int | None = Field(default=None, ge=1)
+    expected_revision: StrictInt | None = Field(default=None, ge=1)
 
 
 class ForkRecipe(Frozen):
@@ -71,7 +103,7 @@ class ListEntities(Frozen):
     collection: Collection
     filter: dict[str, Any] | None = None
     order_by: list[OrderBy] | None = None
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    limit: StrictInt = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = None
     include_archived: bool = False
 
@@ -85,8 +117,8 @@ class CountEntities(Frozen):
 class EntityHistory(Frozen):
     collection: Literal["forge_recipes"]
     id: str
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    after_revision: int = Field(default=0, ge=0)
+    limit: StrictInt = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    after_revision: StrictInt = Field(default=0, ge=0)
 
 
 # <class>@<site>, <class>@any or any. Each name is also a valid Ray label value (at most 63
@@ -94,6 +126,45 @@ class EntityHistory(Frozen):
 _NODE_NAME = r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?"
 HARDWARE_NODE = rf"^(any|{_NODE_NAME}@(any|{_NODE_NAME}))$"
 PUBLISH_TARGET = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|file:///\S+)$"
+
+
+_HUB_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
+TEMPLATE_FIELDS = ("base", "domain", "name", "version")
+
+
+class PublishTargetTemplate(Frozen):
+    """A hub repo under `org`, named by `repoTemplate` with {base}, {domain}, {name} and
+    {version} filled in from the recipe when the run is requested."""
+
+    org: str = Field(pattern=_HUB_NAME)
+    repo_template: str = Field(default="{base}-{domain}-forged", min_length=1, max_length=200)
+
+    @field_validator("repo_template")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        import string
+
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"is not a valid template: {e}") from None
+        unknown = sorted(names - set(TEMPLATE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                             f"known: {', '.join('{' + t + '}' for t in TEMPLATE_FIELDS)}")
+        return template
+
+
+def _target_kind(value: Any) -> str:
+    return "template" if isinstance(value, dict | PublishTargetTemplate) else "url"
+
+
+# The URL string, or {org, repoTemplate}; the discriminator keeps an error to one branch.
+PublishTarget = Annotated[
+    Annotated[str, Field(pattern=PUBLISH_TARGET), Tag("url")]
+    | Annotated[PublishTargetTemplate, Tag("template")],
+    Discriminator(_target_kind),
+]
 
 
 class RunRecipe(Frozen):
@@ -105,7 +176,7 @@ class RunRecipe(Frozen):
         default="cpu@local", pattern=HARDWARE_NODE,
         description="<class>@<site>, <class>@any or any; lowercase, e.g. rtx-5090@lab-2",
     )
-    publish_target: str | None = Field(default=None, pattern=PUBLISH_TARGET)
+    publish_target: PublishTarget | None = None
     command_id: str | None = Field(default=None, min_length=1, max_length=200)
     wait: bool = True
     requested_by: str = Field(default="", max_length=200)
@@ -129,7 +200,7 @@ class ResumeRun(Frozen):
 class ListRuns(Frozen):
     filter: dict[str, Any] | None = None
     order_by: list[OrderBy] | None = None
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    limit: StrictInt = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = None
 
 
@@ -140,3 +211,45 @@ class PublishArtifact(Frozen):
     target: str = Field(pattern=PUBLISH_TARGET)
     force: bool = False
     reason: str = Field(default="", max_length=2000)
+
+
+class LineageQuery(Frozen):
+    """lineage/report: what led to an artifact, run or recipe."""
+
+    id: str
+
+
+class ReplayQuery(Frozen):
+    """audit/replay: rebuild a run's artifact from its events and compare."""
+
+    run_id: str
+
+
+class RenderCards(Frozen):
+    """artifact/card: write README.md and MODEL_METHODOLOGY.md of an artifact into `out`."""
+
+    id: str
+    out: str = Field(min_length=1, max_length=4096)
+
+
+class VerifyArtifact(Frozen):
+    """artifact/verify: check alloyHash, weights, card and signature of an artifact (by
+    artifact or run id) or of a published .alloy.json file."""
+
+    subject: str = Field(min_length=1, max_length=4096)
+    model_dir: str | None = Field(default=None, max_length=4096)
+    readme: str | None = Field(default=None, max_length=4096)
+    trust: list[str] = Field(default_factory=list, max_length=100)
+
+
+class ImportAlloys(Frozen):
+    """alloy/import: .alloy.json files (or directories of them) as recipes and runs."""
+
+    paths: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class ExportAlloy(Frozen):
+    """alloy/export: a recipe or artifact as .alloy.json; written to `out` when given."""
+
+    id: str
+    out: str | None = Field(default=None, max_length=4096)

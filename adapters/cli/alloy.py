@@ -52,31 +52,8 @@ def _emit(obj: dict[str, Any]) -> int:
     return 0 if obj.get("success") else 1
 
 
-def _guard(action: Any) -> int:
-    """Run an action; a refused one prints an envelope, like every other command."""
-    from foundry.adapters.commands.bus import envelope, failure
-    from foundry.domain.errors import FoundryError
-
-    try:
-        return _emit(envelope(**action()))
-    except FoundryError as e:
-        return _emit(failure(e))
-
-
 def _card(foundry: Any, args: argparse.Namespace) -> int:
-    def action() -> dict[str, Any]:
-        from foundry.adapters.publishing.cards import card_hash, write_cards
-        from foundry.adapters.commands.forge import _run_of
-        from foundry.adapters.publishing.publish import publishable_artifact
-        from foundry.adapters.commands.validation import parse_uuid
-
-        run = foundry.runs.get_run(_run_of(foundry, parse_uuid(args.id)))
-        artifact = publishable_artifact(run.state)
-        paths = write_cards(artifact, Path(args.out))
-        readme = paths["README.md"].read_text(encoding="utf-8")
-        return {"files": {k: str(v) for k, v in paths.items()}, "cardHash": card_hash(readme)}
-
-    return _guard(action)
+    return _emit(foundry.execute("artifact/card", {"id": args.id, "out": args.out}))
 
 
 def _publish(foundry: Any, args: argparse.Namespace) -> int:
@@ -85,51 +62,21 @@ def _publish(foundry: Any, args: argparse.Namespace) -> int:
                                                    "reason": args.reason}))
 
 
-def _alloy_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        files += sorted(path.glob("*.alloy.json")) if path.is_dir() else [path]
-    return files
-
-
 def _import(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.publishing.alloy_io import import_alloy
-
-    def action() -> dict[str, Any]:
-        results = []
-        for path in _alloy_files(args.paths):
-            results.append(import_alloy(foundry, path))
-            for note in results[-1]["migrations"]:
-                print(f"{path.name}: migrated: {note}", file=sys.stderr)
-        return {"imported": results, "count": len(results)}
-
-    return _guard(action)
+    result = foundry.execute("alloy/import", {"paths": args.paths})
+    for item in result.get("imported", []):
+        for note in item["migrations"]:
+            print(f"{Path(item['file']).name}: migrated: {note}", file=sys.stderr)
+    return _emit(result)
 
 
 def _export(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.publishing.alloy_io import export_alloy
-    from foundry.adapters.commands.validation import parse_uuid
-
-    def action() -> dict[str, Any]:
-        alloy = export_alloy(foundry, parse_uuid(args.id))
-        text = json.dumps(alloy, indent=2, ensure_ascii=False) + "\n"
-        if args.out:
-            Path(args.out).write_text(text, encoding="utf-8")
-            return {"file": args.out}
-        sys.stdout.write(text)
-        return {}
-
-    if args.out:
-        return _guard(action)
-    try:
-        action()
-    except Exception as e:
-        from foundry.adapters.commands.bus import failure
-
-        return _emit(failure(e))
+    result = foundry.execute("alloy/export", {"id": args.id, "out": args.out})
+    if args.out or not result.get("success"):
+        return _emit(result)
+    # Without --out the file itself is the output, so that `> x.alloy.json` makes one.
+    sys.stdout.write(json.dumps(result["alloy"], indent=2, ensure_ascii=False) + "\n")
     return 0
-
 
 
 def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
@@ -145,26 +92,13 @@ def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
 
 
 def _verify(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.publishing.attestation import verify
-
-    path = Path(args.subject)
-    readme = Path(args.readme) if args.readme else None
-    if path.is_file():
-        artifact = json.loads(path.read_text(encoding="utf-8"))
-        sibling = path.with_name("README.md")
-        readme = readme or (sibling if sibling.is_file() else None)
-    else:
-        from foundry.adapters.commands.forge import _run_of
-        from foundry.adapters.publishing.publish import publishable_artifact
-        from foundry.adapters.commands.validation import parse_uuid
-        from foundry.domain.artifact_builder import build_artifact
-
-        state = foundry.runs.get_run(_run_of(foundry, parse_uuid(args.subject))).state
-        artifact = {**publishable_artifact(state), "receipt": build_artifact(state).get("receipt")}
-    links = verify(artifact, model_dir=Path(args.model_dir) if args.model_dir else None,
-                   readme=readme, trusted_key_ids=set(args.trust) or None)
-    for link in links:
-        status = "ok" if link.ok else "BROKEN"
-        print(f"{link.name:<10} {status:<7} expected {link.expected}  found {link.found}"
-              + (f"  ({link.detail})" if link.detail else ""))
-    return 0 if all(link.ok for link in links) else 1
+    result = foundry.execute("artifact/verify", {
+        "subject": args.subject, "modelDir": args.model_dir, "readme": args.readme,
+        "trust": args.trust})
+    if not result.get("success"):
+        return _emit(result)
+    for link in result["links"]:
+        status = "ok" if link["ok"] else "BROKEN"
+        print(f"{link['name']:<10} {status:<7} expected {link['expected']}  found "
+              f"{link['found']}" + (f"  ({link['detail']})" if link["detail"] else ""))
+    return 0 if result["ok"] else 1

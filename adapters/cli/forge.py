@@ -84,11 +84,10 @@ def _run(foundry: Any, args: argparse.Namespace) -> int:
     recipe_id = _recipe_id(foundry, args.recipe)
     if recipe_id is None:
         return 1
-    foundry.progress_listener = make_listener(sys.stderr)
     result = foundry.execute("forge/run", {
         "recipeId": recipe_id, "hardwareNode": args.node, "publishTarget": args.publish,
         "recipeVersion": args.version, "commandId": args.command_id, "wait": not args.detach,
-    })
+    }, progress=make_listener(sys.stderr))
     if args.json or not result.get("success"):
         return _emit(result)
     _print_summary(result)
@@ -117,9 +116,9 @@ def _cancel(foundry: Any, args: argparse.Namespace) -> int:
 
 
 def _resume(foundry: Any, args: argparse.Namespace) -> int:
-    foundry.progress_listener = make_listener(sys.stderr)
     return _emit(foundry.execute("forge/resume", {"runId": args.run_id,
-                                                  "wait": not args.detach}))
+                                                  "wait": not args.detach},
+                                 progress=make_listener(sys.stderr)))
 
 
 def _list(foundry: Any, args: argparse.Namespace) -> int:

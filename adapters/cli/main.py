@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from foundry.adapters.store.config import ENV_DATABASE_URL
 from foundry.adapters.log_setup import configure_logging
+from foundry.adapters.store.config import ENV_DATABASE_URL
 from foundry.domain.errors import FoundryError, InvalidInputError
 
 EPILOG = f"""\
@@ -27,6 +27,8 @@ Examples:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_name = " ".join(a for a in (argv if argv is not None else sys.argv[1:])[:2]
+                                 if not a.startswith("-"))
     configure_logging(args.log_level)
     if not getattr(args, "run", None):
         parser.print_help()
@@ -34,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "needs_store", True):
         code: int = args.run(None, args)
         return code
-    from foundry.adapters.bootstrap import Foundry
-    from foundry.adapters.commands.bus import failure
+    from foundry.adapters.bootstrap import Foundry, os_user
+    from foundry.adapters.commands.bus import classify, failure
     from foundry.adapters.errors import StoreUnavailableError
 
     try:
@@ -47,11 +49,30 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     with foundry:
         try:
-            code = args.run(foundry, args)
+            code = args.run(CliFoundry(foundry, os_user()), args)
         except FoundryError as e:  # a bad file or JSON argument: an envelope, no traceback
             _print(failure(e))
             return 1
+        except Exception as e:
+            _print(failure(classify(e, f"cli:{args.command_name}", foundry)))
+            return 1
     return code
+
+
+class CliFoundry:
+    """The system as the CLI uses it: every command carries the OS user as its principal
+    (a run records who requested it). Everything else is the Foundry's own."""
+
+    def __init__(self, foundry: Any, principal: str) -> None:
+        self.foundry, self.principal = foundry, principal
+
+    def execute(self, command: str, params: Any, *, progress: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.foundry.execute(command, params, progress=progress,
+                                                      principal=self.principal)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.foundry, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,21 +116,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Far beyond any honest params file (the bus refuses payloads over 1 MB anyway); keeps
+# `@/dev/zero` from reading until memory runs out.
+MAX_JSON_FILE_BYTES = 16 * 1024 * 1024
+
+
 def load_json_arg(text: str, what: str = "params") -> Any:
-    """Parse inline JSON or @file; a parse error names the line and column."""
+    """Parse inline JSON or @file; a parse error names the line and column. A file that is
+    not UTF-8 text, too big, or nested too deep for the parser is refused by name."""
     source = text
     if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            source = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise InvalidInputError(what, f"cannot read {path}: {e.strerror}") from None
+        source = _read_text_file(Path(text[1:]), what)
     try:
         return json.loads(source)
     except json.JSONDecodeError as e:
         raise InvalidInputError(
             what, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
+    except RecursionError:
+        raise InvalidInputError(what, "JSON nested too deep to parse") from None
+    except ValueError as e:  # e.g. an integer literal of more than 4,300 digits
+        raise InvalidInputError(what, f"malformed JSON: {e}") from None
+
+
+def _read_text_file(path: Path, what: str) -> str:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_JSON_FILE_BYTES + 1)
+    except OSError as e:
+        raise InvalidInputError(what, f"cannot read {path}: {e.strerror}") from None
+    if len(raw) > MAX_JSON_FILE_BYTES:
+        raise InvalidInputError(what, f"{path} is over {MAX_JSON_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(what, f"{path} is not UTF-8 text (byte {e.start}): a binary "
+                                "file?") from None
 
 
 def run_command(foundry: Any, command: str, params: Any) -> int:
@@ -124,9 +166,8 @@ def _exec(foundry: Any, args: argparse.Namespace) -> int:
 
     try:
         params = load_json_arg(args.params)
-    except ValueError as e:
-        field, _, rule = str(e).partition(": ")
-        _print(failure(InvalidInputError(field, rule)))
+    except InvalidInputError as e:
+        _print(failure(e))
         return 1
     return run_command(foundry, args.command, params)
 

@@ -1,35 +1,45 @@
-"""`execute(command, params) -> envelope`: the one entry point for the API, CLI and HTTP.
+"""`dispatch(command, params) -> envelope`: the one entry point for the API, CLI and HTTP.
 
 Every outcome is an envelope `{success, timestamp, ...}`. Failures carry `error` (a
 sentence naming the field and the rule), `errorCode`, and `errors` (every field at fault).
 Nothing raises out of here: a caller on any transport gets the same structured answer.
+
+The params are checked once, here: storable values (no NaN, NUL, lone surrogates, integers
+beyond 64 bits, nesting beyond MAX_DEPTH), then the command's params model; the handler is
+handed the validated model and never looks at the raw dict.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from foundry.adapters.commands.validation import validate_model
 from foundry.adapters.errors import InternalError, StoreUnavailableError
-from foundry.adapters.commands.data import HANDLERS
 from foundry.domain.errors import FoundryError, InvalidInputError
 from foundry.projections.query import QueryError
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.commands.ports import Call, CommandServices
+    from foundry.adapters.commands.registry import CommandRegistry
 
 log = structlog.get_logger()
 
 # A recipe is a few KB; a megabyte is far beyond any honest payload and keeps a runaway
 # client from filling the store.
 MAX_PAYLOAD_BYTES = 1_048_576
-
-EXTRA_HANDLERS: dict[str, Any] = {}  # forge/* handlers register here (foundry.adapters.commands.forge)
+# A recipe nests about 6 deep; filters a few more. Deeper is no honest payload, and a very
+# deep one would exhaust Python's recursion in every later walk over it.
+MAX_DEPTH = 64
+# Both stores hold signed 64-bit integers; a bigger one cannot be stored or compared.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def now() -> str:
@@ -48,9 +58,11 @@ def failure(error: Exception, **fields: Any) -> dict[str, Any]:
     return {**body, **fields, "timestamp": now()}
 
 
-def _check_storable(value: Any, path: str) -> None:
-    """Refuse what JSON parsers accept but no store can hold: NaN/Infinity, NUL, lone
-    surrogates. Written once, such a value breaks every later catch-up of the views."""
+def _check_scalar(value: Any, path: str) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidInputError(path, "must be an integer between -2^63 and 2^63-1")
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInputError(path, f"must be a finite number (JSON has no {value})")
     if isinstance(value, str):
@@ -60,20 +72,31 @@ def _check_storable(value: Any, path: str) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidInputError(path, "must be valid Unicode (a lone surrogate)") from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_storable(k, path)
-            _check_storable(v, f"{path}.{k}")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_storable(v, f"{path}.{i}")
+
+
+def check_storable(root: Any, root_path: str = "") -> None:
+    """Refuse what JSON parsers accept but no store can hold: NaN/Infinity, NUL, lone
+    surrogates, integers beyond 64 bits, nesting beyond MAX_DEPTH. Written once, such a value
+    breaks every later catch-up of the views. Iterative: depth cannot exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(root, root_path, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(path or "params", f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_scalar(k, path or "params")
+                stack.append((v, f"{path}.{k}" if path else str(k), depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((v, f"{path}.{i}", depth + 1) for i, v in enumerate(value))
+        else:
+            _check_scalar(value, path)
 
 
 def check_payload(params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidInputError("params", f"must be a JSON object, got {type(params).__name__}")
-    for key, value in params.items():
-        _check_storable(value, str(key))
+    check_storable(params)
     try:
         size = len(json.dumps(params, default=str))
     except (TypeError, ValueError) as e:
@@ -85,19 +108,13 @@ def check_payload(params: Any) -> dict[str, Any]:
     return params
 
 
-def known_commands() -> list[str]:
-    return sorted({*HANDLERS, *EXTRA_HANDLERS})
-
-
-def dispatch(foundry: Foundry, command: str, params: Any) -> dict[str, Any]:
+def dispatch(registry: CommandRegistry, services: CommandServices, command: str, params: Any,
+             call: Call) -> dict[str, Any]:
     """Route one command; map every failure to a structured envelope."""
-    handler = HANDLERS.get(command) or EXTRA_HANDLERS.get(command)
     try:
-        if handler is None:
-            raise InvalidInputError(
-                "command", f"unknown command {command!r}; known: {', '.join(known_commands())}"
-            )
-        result = handler(foundry, check_payload(params))
+        spec = registry.get(command)
+        typed = validate_model(spec.params, check_payload(params))
+        result = spec.run(typed, services, call)
     except FoundryError as e:
         log.info("command_refused", command=command, code=e.code, error=str(e))
         return failure(e, **_found_false(e))
@@ -105,13 +122,54 @@ def dispatch(foundry: Foundry, command: str, params: Any) -> dict[str, Any]:
         err = InvalidInputError(e.field, e.rule)
         log.info("command_refused", command=command, code=err.code, error=str(err))
         return failure(err)
-    except (OperationalError, InterfaceError) as e:
-        log.error("store_unavailable", command=command, error=str(e))
-        return failure(StoreUnavailableError(foundry.config.display_url, e))
     except Exception as e:
-        log.exception("command_crashed", command=command)
-        return failure(InternalError(e))
+        return failure(classify(e, command, services))
     return envelope(**result)
+
+
+def classify(error: Exception, command: str, services: Any) -> FoundryError:
+    """An unexpected exception as the error the caller should see: the store being
+    unreachable is `store_unavailable`; anything else is a bug, `internal_error`, logged with
+    its traceback under a reference the message gives (the message itself stays short: an
+    exception's text may hold data the caller should not see)."""
+    if is_unavailable(error):
+        log.error("store_unavailable", command=command, error=str(error))
+        where = getattr(getattr(services, "config", None), "display_url", "the store")
+        return StoreUnavailableError(where, error)
+    ref = uuid.uuid4().hex[:12]
+    log.error("command_crashed", command=command, ref=ref, exc_info=error)
+    return InternalError(error, ref=ref)
+
+
+# SQLite reports a busy, missing, unreadable or full database with these OperationalError
+# texts; every other OperationalError (no such function, a syntax error) is a bug.
+_SQLITE_UNAVAILABLE = ("unable to open", "database is locked", "disk i/o error",
+                       "readonly database", "database or disk is full", "not a database")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the store cannot be reached or used, not that a statement was
+    wrong: a refused connection, a dropped socket, a locked or unreadable SQLite file."""
+    if isinstance(error, InterfaceError | ConnectionError | TimeoutError):
+        return True
+    cause = error.__cause__ or error.__context__
+    if isinstance(error, sqlite3.OperationalError) or isinstance(cause, sqlite3.OperationalError):
+        text = str(cause if isinstance(cause, sqlite3.OperationalError) else error).lower()
+        return any(marker in text for marker in _SQLITE_UNAVAILABLE)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return isinstance(error, OperationalError)
+    for candidate in (error, cause):
+        # psycopg's own OperationalError (not its subclasses such as a query cancelled) is a
+        # failed or lost connection; so are the server's connection_exception states (08xxx),
+        # admin shutdown (57P01-57P03) and too many connections (53300).
+        if type(candidate) is psycopg.OperationalError or type(candidate).__name__ == "PoolTimeout":
+            return True
+        state = getattr(getattr(candidate, "diag", None), "sqlstate", None) or ""
+        if state.startswith("08") or state in ("57P01", "57P02", "57P03", "53300"):
+            return True
+    return isinstance(error, OperationalError) and cause is None
 
 
 def _found_false(e: FoundryError) -> dict[str, Any]:

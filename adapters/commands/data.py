@@ -1,4 +1,4 @@
-"""Handlers of the data/* commands: plain functions of (foundry, params) -> result fields.
+"""Handlers of the data/* commands: plain functions of (command, services, call) -> result.
 
 Writes go to the write model (the RecipeBook application); reads come from the projected
 view, caught up first so a caller reads its own writes.
@@ -9,27 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
-from foundry.adapters.commands.validation import parse_uuid, validate_model
+from eventsourcing.persistence import DataError, ProgrammingError
+
+from foundry.adapters.commands.registry import CommandSpec
+from foundry.adapters.commands.validation import parse_uuid
+from foundry.adapters.store.recipe_data import validate_recipe
 from foundry.domain import commands as c
 from foundry.domain.errors import InvalidInputError, RecipeNotFoundError
-from foundry.domain.values import ForgeRecipe
 from foundry.projections.artifacts.view import to_item as artifact_item
 from foundry.projections.query import compile_count, compile_list, make_cursor
-from foundry.projections.recipes.fold import META_FIELDS
 from foundry.projections.recipes.fold import to_item as recipe_item
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.commands.ports import Call, CommandServices
 
 Result = dict[str, Any]
-Handler = Callable[["Foundry", dict[str, Any]], Result]
-
-
-def validate_recipe(data: dict[str, Any]) -> dict[str, Any]:
-    """Validate authored recipe data; returns its canonical wire form."""
-    authored = {k: v for k, v in data.items() if k not in META_FIELDS}
-    return validate_model(ForgeRecipe, authored, prefix="data").to_wire()
+# Each store binds at most this many values in one statement (PostgreSQL 65,535, SQLite
+# 32,766); a filter that needs more is refused up front, naming the field.
+MAX_QUERY_PARAMS = 30_000
 
 
 def _refuse_artifact_writes(collection: str) -> None:
@@ -41,97 +40,94 @@ def _refuse_artifact_writes(collection: str) -> None:
         )
 
 
-def data_create(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.CreateEntity, params)
+def data_create(cmd: c.CreateEntity, services: CommandServices, _call: Call) -> Result:
     _refuse_artifact_writes(cmd.collection)
     raw_id = cmd.id or cmd.data.get("id")
     recipe_id = parse_uuid(raw_id) if raw_id else None
     data = validate_recipe(cmd.data)
-    result = foundry.recipes.create_recipe(
+    result = services.recipes.create_recipe(
         data, recipe_id=recipe_id, author=cmd.author or data.get("author", ""),
         command_id=cmd.command_id, reason=cmd.reason,
     )
-    return {**result, "data": _read_item(foundry, result["id"])}
+    return {**result, "data": _read_item(services, result["id"])}
 
 
-def data_read(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.ReadEntity, params)
-    item = _read_item(foundry, cmd.id, cmd.collection)
+def data_read(cmd: c.ReadEntity, services: CommandServices, _call: Call) -> Result:
+    item = _read_item(services, cmd.id, cmd.collection)
     return {"found": item is not None, "data": item}
 
 
-def data_update(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.UpdateEntity, params)
+def data_update(cmd: c.UpdateEntity, services: CommandServices, _call: Call) -> Result:
     _refuse_artifact_writes(cmd.collection)
-    foundry.recipes.get_recipe(parse_uuid(cmd.id))  # not found: a clear error first
-    return _edit(foundry, cmd, lambda current: {**current, **cmd.data})
+    # One aggregate load: edit_recipe's own (a missing recipe is its first error).
+    return _edit(services, cmd, parse_uuid(cmd.id), lambda current: {**current, **cmd.data})
 
 
-def data_upsert(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.UpsertEntity, params)
+def data_upsert(cmd: c.UpsertEntity, services: CommandServices, call: Call) -> Result:
     _refuse_artifact_writes(cmd.collection)
-    recipe_id = parse_uuid(cmd.id)
+    recipe_id = parse_uuid(cmd.target_id)
     try:
-        foundry.recipes.get_recipe(recipe_id)
+        services.recipes.get_recipe(recipe_id)
     except RecipeNotFoundError:
         if cmd.expected_revision is not None:
             raise
-        created = data_create(foundry, {
-            "collection": cmd.collection, "id": cmd.id, "data": cmd.data,
-            "commandId": cmd.command_id, "author": cmd.author, "reason": cmd.reason,
-        })
+        create = c.CreateEntity(collection=cmd.collection, id=cmd.target_id, data=cmd.payload,
+                                command_id=cmd.command_id, author=cmd.author,
+                                reason=cmd.reason)
+        created = data_create(create, services, call)
         return {"created": True, "found": False, "data": created["data"],
                 "previousRevision": 0, "newRevision": created["revision"]}
-    return {"created": False, **_edit(foundry, cmd, dict(cmd.data))}
+    return {"created": False, **_edit(services, cmd, recipe_id, cmd.payload)}
 
 
-def _edit(foundry: Foundry, cmd: c.UpdateEntity | c.UpsertEntity,
+def _edit(services: CommandServices, cmd: c.UpdateEntity | c.UpsertEntity, recipe_id: UUID,
           data: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> Result:
     """Validate and save. `data` may be a function of the current data (a partial update),
     applied to the very revision the edit is saved on."""
-    recipe_id = parse_uuid(cmd.id)
 
     def new_data(current: dict[str, Any]) -> dict[str, Any]:
         merged = data(current) if callable(data) else data
         return validate_recipe({k: v for k, v in merged.items() if v is not None})
 
-    result = foundry.recipes.edit_recipe(
-        recipe_id, new_data, expected_revision=cmd.expected_revision,
-        author=cmd.author, reason=cmd.reason, command_id=cmd.command_id,
-    )
-    return {"found": True, **result, "data": _read_item(foundry, cmd.id)}
+    with services.recipe_host.written_rows() as written:
+        result = services.recipes.edit_recipe(
+            recipe_id, new_data, expected_revision=cmd.expected_revision,
+            author=cmd.author, reason=cmd.reason, command_id=cmd.command_id,
+        )
+    # The row the edit committed with its events; else (a repeated command, a view behind)
+    # the view, caught up.
+    row = written.get(str(recipe_id))
+    item = recipe_item(row) if row else _read_item(services, str(recipe_id))
+    return {"found": True, **result, "data": item}
 
 
-def data_delete(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.DeleteEntity, params)
+def data_delete(cmd: c.DeleteEntity, services: CommandServices, _call: Call) -> Result:
     _refuse_artifact_writes(cmd.collection)
-    result = foundry.recipes.archive_recipe(
+    result = services.recipes.archive_recipe(
         parse_uuid(cmd.id), expected_revision=cmd.expected_revision, author=cmd.author,
         reason=cmd.reason, command_id=cmd.command_id,
     )
     return {"found": True, **result}
 
 
-def recipe_fork(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.ForkRecipe, params)
+def recipe_fork(cmd: c.ForkRecipe, services: CommandServices, _call: Call) -> Result:
     parent_id = parse_uuid(cmd.id)
-    parent = foundry.recipes.get_recipe(parent_id).data
+    parent = services.recipes.get_recipe(parent_id).data
     overrides = validate_recipe({**parent, **cmd.data})
-    result = foundry.recipes.fork_recipe(
+    result = services.recipes.fork_recipe(
         parent_id, overrides, author=cmd.author, command_id=cmd.command_id
     )
-    return {**result, "data": _read_item(foundry, result["id"])}
+    return {**result, "data": _read_item(services, result["id"])}
 
 
-def data_list(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.ListEntities, params)
-    view = _view(foundry, cmd.collection)
+def data_list(cmd: c.ListEntities, services: CommandServices, _call: Call) -> Result:
+    view = _view(services, cmd.collection)
     order = [o.model_dump() for o in cmd.order_by or []]
     query = compile_list(
         _spec(view, cmd.collection, cmd.include_archived), view.dialect, filter=cmd.filter,
         order_by=order, limit=cmd.limit, cursor=cmd.cursor, select="*",
     )
-    rows = view.fetch(query.sql, query.params)
+    rows = _run_query(lambda: view.fetch(query.sql, query.params), query.params)
     to_item = _TO_ITEM[cmd.collection]
     items = [to_item(r) for r in rows[: cmd.limit]]
     next_cursor = None
@@ -144,18 +140,38 @@ def data_list(foundry: Foundry, params: dict[str, Any]) -> Result:
             "nextCursor": next_cursor}
 
 
-def data_count(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.CountEntities, params)
-    view = _view(foundry, cmd.collection)
+def data_count(cmd: c.CountEntities, services: CommandServices, _call: Call) -> Result:
+    view = _view(services, cmd.collection)
     spec = _spec(view, cmd.collection, cmd.include_archived)
     query = compile_count(spec, view.dialect, filter=cmd.filter)
-    return {"count": int(view.scalar(query.sql, query.params)), "collection": cmd.collection}
+    count = _run_query(lambda: view.scalar(query.sql, query.params), query.params)
+    return {"count": int(count), "collection": cmd.collection}
 
 
-def data_history(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.EntityHistory, params)
+def _run_query(fetch: Callable[[], Any], params: Any) -> Any:
+    """Run a compiled query. A statement the store refuses for its values (a regex the store
+    does not accept, a number out of its range) is the caller's filter at fault."""
+    if len(params) > MAX_QUERY_PARAMS:
+        raise InvalidInputError("filter", f"needs {len(params)} values; the limit is "
+                                f"{MAX_QUERY_PARAMS} (split the query)")
+    try:
+        return fetch()
+    except (DataError, OverflowError) as e:
+        raise InvalidInputError("filter", f"the store refused a value in it: "
+                                f"{_first_line(e)}") from None
+    except ProgrammingError as e:
+        if "regular expression" in str(e).lower() or "regexp" in str(e).lower():
+            raise InvalidInputError("filter", f"$regex: {_first_line(e)}") from None
+        raise
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def data_history(cmd: c.EntityHistory, services: CommandServices, _call: Call) -> Result:
     recipe_id = parse_uuid(cmd.id)
-    app = foundry.recipes
+    app = services.recipes
     stored = app.recorder.select_events(recipe_id, gt=cmd.after_revision, limit=cmd.limit)
     if not stored and cmd.after_revision == 0:
         raise RecipeNotFoundError(cmd.id)
@@ -184,9 +200,9 @@ def _history_item(event: Any) -> dict[str, Any]:
 _TO_ITEM = {c.RECIPES: recipe_item, c.ARTIFACTS: artifact_item}
 
 
-def _view(foundry: Foundry, collection: str) -> Any:
+def _view(services: CommandServices, collection: str) -> Any:
     """The caught-up view of a collection (reads see every write made before them)."""
-    host = foundry.recipe_host if collection == c.RECIPES else foundry.artifact_host
+    host = services.recipe_host if collection == c.RECIPES else services.artifact_host
     host.catch_up()
     return host.view
 
@@ -198,9 +214,9 @@ def _spec(view: Any, collection: str, include_archived: bool) -> Any:
                                                           else "false"))
 
 
-def _read_item(foundry: Foundry, entity_id: str, collection: str = c.RECIPES) -> Any:
+def _read_item(services: CommandServices, entity_id: str, collection: str = c.RECIPES) -> Any:
     parse_uuid(entity_id)
-    view = _view(foundry, collection)
+    view = _view(services, collection)
     row = view.get(entity_id)
     return _TO_ITEM[collection](row) if row else None
 
@@ -212,15 +228,15 @@ def _get_path(item: dict[str, Any], path: str) -> Any:
     return value
 
 
-HANDLERS: dict[str, Handler] = {
-    "data/create": data_create,
-    "data/read": data_read,
-    "data/update": data_update,
-    "data/upsert": data_upsert,
-    "data/delete": data_delete,
-    "data/list": data_list,
-    "data/query": data_list,
-    "data/count": data_count,
-    "data/history": data_history,
-    "recipe/fork": recipe_fork,
-}
+COMMANDS: tuple[CommandSpec[Any], ...] = (
+    CommandSpec("data/create", c.CreateEntity, data_create, "write", "create a recipe"),
+    CommandSpec("data/read", c.ReadEntity, data_read, "read", "read one entity"),
+    CommandSpec("data/update", c.UpdateEntity, data_update, "write", "change fields"),
+    CommandSpec("data/upsert", c.UpsertEntity, data_upsert, "write", "create or replace"),
+    CommandSpec("data/delete", c.DeleteEntity, data_delete, "write", "archive a recipe"),
+    CommandSpec("data/list", c.ListEntities, data_list, "read", "filter, order, page"),
+    CommandSpec("data/query", c.ListEntities, data_list, "read", "the same as data/list"),
+    CommandSpec("data/count", c.CountEntities, data_count, "read", "count matches"),
+    CommandSpec("data/history", c.EntityHistory, data_history, "read", "a recipe's events"),
+    CommandSpec("recipe/fork", c.ForkRecipe, recipe_fork, "write", "fork a recipe"),
+)

@@ -3,40 +3,47 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from foundry.adapters.commands.bus import EXTRA_HANDLERS
+from foundry.adapters.commands.data import data_list
+from foundry.adapters.commands.registry import CommandSpec
+from foundry.adapters.commands.validation import parse_uuid
+from foundry.adapters.errors import CommandConflictError
+from foundry.adapters.runs.launch import waiting_reason
 from foundry.adapters.runs.orchestrator import utc_now
 from foundry.adapters.runs.progress import read_beat
-from foundry.adapters.runs.launch import waiting_reason
 from foundry.adapters.store.forge_runs import run_id_for
-from foundry.adapters.commands.validation import parse_uuid, validate_model
+from foundry.adapters.store.run_lookup import run_of
 from foundry.domain import commands as c
 from foundry.domain.artifact_builder import artifact_id
 from foundry.domain.errors import InvalidInputError, RunStateError
 from foundry.domain.values import ForgeRecipe
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.commands.ports import Call, CommandServices
 
 Result = dict[str, Any]
 # A heartbeat older than this, from an owner we cannot check directly, means a dead owner.
 STALE_AFTER_SECONDS = 120.0
 
 
-def forge_run(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.RunRecipe, params)
+def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result:
     recipe_id = parse_uuid(cmd.recipe_id, "recipeId")
     run_id = run_id_for(cmd.command_id)
-    if cmd.command_id and _exists(foundry, run_id):
-        # The same command again: the first run, resumed if it was interrupted.
-        return _go(foundry, run_id, cmd.wait, repeated=True)
-    recipe, revision = _pinnable_recipe(foundry, recipe_id, cmd.recipe_version)
-    _check_executable(foundry, recipe)
-    pinned, recipe_hash = foundry.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
+    if cmd.command_id and _exists(services, run_id):
+        # The same command again: the first run, resumed if it was interrupted. The same
+        # commandId with other params is a different command, never silently the first one.
+        _check_same_request(services, run_id, cmd, recipe_id)
+        return _go(services, run_id, cmd.wait, call, repeated=True)
+    recipe, revision = _pinnable_recipe(services, recipe_id, cmd.recipe_version)
+    _check_executable(services, recipe)
+    target = render_publish_target(cmd.publish_target, recipe)
+    pinned, recipe_hash = services.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
         if revision is None else (None, None)
     if pinned is not None:
         recipe, revision = pinned.data, pinned.revision
@@ -44,42 +51,86 @@ def forge_run(foundry: Foundry, params: dict[str, Any]) -> Result:
         from foundry.domain.hashing import content_hash
 
         recipe_hash = content_hash({k: v for k, v in recipe.items() if k != "id"})
-    run, _ = foundry.runs.request_run(
+    run, _ = services.runs.request_run(
         run_id, recipe_id=str(recipe_id), recipe_version=recipe["version"],
         recipe_revision=revision, recipe_hash=recipe_hash, recipe=recipe,
-        hardware_node=cmd.hardware_node, publish_target=cmd.publish_target,
-        requested_by=cmd.requested_by, command_id=cmd.command_id, at=utc_now(),
+        hardware_node=cmd.hardware_node, publish_target=target,
+        requested_by=cmd.requested_by or call.principal, command_id=cmd.command_id,
+        at=utc_now(),
     )
-    return _go(foundry, run.id, cmd.wait, repeated=False)
+    return _go(services, run.id, cmd.wait, call, repeated=False)
 
 
-def _exists(foundry: Foundry, run_id: UUID) -> bool:
-    return run_id in foundry.runs.repository
+def _check_same_request(services: CommandServices, run_id: UUID, cmd: c.RunRecipe,
+                        recipe_id: UUID) -> None:
+    """A repeated commandId must name the same recipe, node and (if given) version."""
+    state = services.runs.get_run(run_id).state
+    first = {"recipeId": state["recipeId"], "hardwareNode": state["hardwareNode"]}
+    again = {"recipeId": str(recipe_id), "hardwareNode": cmd.hardware_node}
+    if cmd.recipe_version is not None:
+        first["recipeVersion"], again["recipeVersion"] = state["recipeVersion"], cmd.recipe_version
+    if first != again:
+        raise CommandConflictError(str(cmd.command_id), f"forge/run (run {run_id})")
 
 
-def _pinnable_recipe(foundry: Foundry, recipe_id: UUID, version: str | None
+def render_publish_target(target: str | c.PublishTargetTemplate | None,
+                          recipe: dict[str, Any]) -> str | None:
+    """The URL a run publishes to: given as one, or `hf://{org}/{repoTemplate}` with the
+    template's fields taken from the recipe and reduced to a hub repo name."""
+    if not isinstance(target, c.PublishTargetTemplate):
+        return target
+    fields = {"base": _base_name(recipe), "domain": _domain(recipe),
+              "name": str(recipe.get("name") or "model"), "version": str(recipe["version"])}
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", target.repo_template.format(**fields))
+    name = name.strip("-._")[:96]
+    if not name:
+        raise InvalidInputError("publishTarget.repoTemplate",
+                                f"renders to no usable repo name for {fields}")
+    return f"hf://{target.org}/{name}"
+
+
+def _base_name(recipe: dict[str, Any]) -> str:
+    """`Qwen/Qwen3.5-4B` -> `Qwen3.5-4B`; `./models/tiny-llama` -> `tiny-llama`."""
+    base = str((recipe.get("source") or {}).get("baseModel") or "model")
+    return PurePosixPath(base.split("://", 1)[-1].rstrip("/")).name or "model"
+
+
+def _domain(recipe: dict[str, Any]) -> str:
+    """The first train stage's `domain`, else the first tag, else `general`."""
+    for stage in recipe.get("stages") or []:
+        if stage.get("type") == "train" and stage.get("domain"):
+            return str(stage["domain"])
+    tags = recipe.get("tags") or []
+    return str(tags[0]) if tags else "general"
+
+
+def _exists(services: CommandServices, run_id: UUID) -> bool:
+    return run_id in services.runs.repository
+
+
+def _pinnable_recipe(services: CommandServices, recipe_id: UUID, version: str | None
                      ) -> tuple[dict[str, Any], int | None]:
     """The recipe to run. (data, None) for the current version, which gets pinned; (data,
     revision) for an older version, read as it stood at its last revision."""
-    recipe = foundry.recipes.get_recipe(recipe_id)
+    recipe = services.recipes.get_recipe(recipe_id)
     if version is None or version == recipe.recipe_version:
         return recipe.data, None
     for revision in range(recipe.revision, 0, -1):
-        old = foundry.recipes.get_recipe(recipe_id, version=revision)
+        old = services.recipes.get_recipe(recipe_id, version=revision)
         if old.recipe_version == version:
             return old.data, revision
     raise InvalidInputError("recipeVersion", f"recipe {recipe_id} never had version {version}")
 
 
-def _check_executable(foundry: Foundry, recipe: dict[str, Any]) -> None:
+def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None:
     stages = recipe.get("stages") or []
     if not stages:
         raise InvalidInputError("stages", "the recipe has no stages: nothing to forge")
-    registry = foundry.registry
+    registry = services.registry
     missing = registry.unexecutable(s["type"] for s in stages)
     if missing:
         raise InvalidInputError(
-            "stages", f"not executable on this foundry: {', '.join(missing)} (executable: "
+            "stages", f"not executable on this services: {', '.join(missing)} (executable: "
             f"{', '.join(sorted(registry.executable_types()))})")
     ForgeRecipe.model_validate(recipe)  # stored data was validated; this guards old events
     names = {b["name"] for s in stages if s["type"] == "eval" for b in s.get("benchmarks", [])}
@@ -91,9 +142,10 @@ def _check_executable(foundry: Foundry, recipe: dict[str, Any]) -> None:
             f"{', '.join(sorted(registry.known_benchmarks))}")
 
 
-def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result:
-    dispatcher = foundry.run_dispatcher
-    summary = _summary(foundry, run_id)
+def _go(services: CommandServices, run_id: UUID, wait: bool, call: Call, *,
+        repeated: bool) -> Result:
+    dispatcher = services.launcher
+    summary = _summary(services, run_id)
     owner = summary["owner"]
     if summary["status"] == "running" and owner and owner.get("alive"):
         # A live worker holds the run: a second one would race it, attempt against attempt.
@@ -102,18 +154,18 @@ def _go(foundry: Foundry, run_id: UUID, wait: bool, *, repeated: bool) -> Result
                                 f"{owner['host']} is still running it")
         return {**summary, "repeated": True, "detached": True, "workerPid": owner["pid"],
                 "dispatcher": dispatcher.name}
-    extra = dispatcher.dispatch(foundry, run_id, wait=wait)
-    result = {**_summary(foundry, run_id), "repeated": repeated, "dispatcher": dispatcher.name,
+    extra = dispatcher.dispatch(services, run_id, wait=wait, progress=call.progress)
+    result = {**_summary(services, run_id), "repeated": repeated, "dispatcher": dispatcher.name,
               **extra}
     if wait:
-        result.update(_publish_after_run(foundry, run_id))
+        result.update(_publish_after_run(services, run_id))
     return result
 
 
-def _publish_after_run(foundry: Foundry, run_id: UUID) -> Result:
+def _publish_after_run(services: CommandServices, run_id: UUID) -> Result:
     """Publish to the run's publishTarget once it completed. A failure is recorded on the
     run and reported here; the run stays sealed and `forge/publish` can retry."""
-    run = foundry.runs.get_run(run_id)
+    run = services.runs.get_run(run_id)
     target = run.state["publishTarget"]
     if not target or run.status != "completed" or run.state.get("publications"):
         return {}
@@ -121,37 +173,24 @@ def _publish_after_run(foundry: Foundry, run_id: UUID) -> Result:
     from foundry.adapters.publishing.publish import publish_run
 
     try:
-        return {"publication": publish_run(foundry, run_id, target)}
+        return {"publication": publish_run(services, run_id, target)}
     except (PublishError, RunStateError) as e:
         return {"publishError": str(e)}
 
 
-def forge_publish(foundry: Foundry, params: dict[str, Any]) -> Result:
+def forge_publish(cmd: c.PublishArtifact, services: CommandServices, _call: Call) -> Result:
     from foundry.adapters.publishing.publish import publish_run
 
-    cmd = validate_model(c.PublishArtifact, params)
-    run_id = _run_of(foundry, parse_uuid(cmd.id))
-    return publish_run(foundry, run_id, cmd.target, force=cmd.force, reason=cmd.reason)
+    run_id = run_of(services, parse_uuid(cmd.id))
+    return publish_run(services, run_id, cmd.target, force=cmd.force, reason=cmd.reason)
 
 
-def _run_of(foundry: Foundry, some_id: UUID) -> UUID:
-    """A run id from a run id or an artifact id."""
-    if some_id in foundry.runs.repository:
-        return some_id
-    foundry.artifact_host.catch_up()
-    row = foundry.artifact_view.get(str(some_id))
-    if row is None:
-        raise InvalidInputError("id", f"{some_id} is no run or artifact in this store")
-    return UUID(row["run_id"])
+def forge_status(cmd: c.RunRef, services: CommandServices, _call: Call) -> Result:
+    return _summary(services, parse_uuid(cmd.run_id, "runId"))
 
 
-def forge_status(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.RunRef, params)
-    return _summary(foundry, parse_uuid(cmd.run_id, "runId"))
-
-
-def _summary(foundry: Foundry, run_id: UUID) -> Result:
-    run = foundry.runs.get_run(run_id)
+def _summary(services: CommandServices, run_id: UUID) -> Result:
+    run = services.runs.get_run(run_id)
     s = run.state
     stages = sorted(s["stages"].values(), key=lambda r: (r["cycle"], r["index"]))
     return {
@@ -162,14 +201,14 @@ def _summary(foundry: Foundry, run_id: UUID) -> Result:
         "stages": [{k: r.get(k) for k in ("cycle", "index", "type", "status", "inputHash",
                                           "outputHash", "seconds", "progress", "error")}
                    for r in stages],
-        "owner": _owner(foundry, run_id, s),
+        "owner": _owner(services, run_id, s),
         "dispatches": len(s.get("dispatches", [])),
         **({"waiting": waiting_reason(s)} if s["status"] == "requested" else {}),
     }
 
 
 
-def _owner(foundry: Foundry, run_id: UUID, state: dict[str, Any]) -> Result | None:
+def _owner(services: CommandServices, run_id: UUID, state: dict[str, Any]) -> Result | None:
     """Who holds the run, and whether it is alive: a run stuck with a dead owner shows here."""
     if not state["attempts"]:
         return None
@@ -177,7 +216,7 @@ def _owner(foundry: Foundry, run_id: UUID, state: dict[str, Any]) -> Result | No
     owner: Result = {"host": last["workerHost"], "pid": last["pid"], "attempt": last["attempt"]}
     if state["status"] != "running":
         return owner
-    beat = read_beat(foundry.state_dir / "heartbeats" / str(run_id))
+    beat = read_beat(services.state_dir / "heartbeats" / str(run_id))
     age = None if beat is None else round(time.time() - float(beat["at"]), 1)
     if last["workerHost"] == socket.gethostname():
         alive = _pid_alive(int(last["pid"]))
@@ -203,28 +242,24 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def forge_cancel(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.CancelRun, params)
+def forge_cancel(cmd: c.CancelRun, services: CommandServices, _call: Call) -> Result:
     run_id = parse_uuid(cmd.run_id, "runId")
-    foundry.runs.record(run_id, lambda r: r.cancel(by=cmd.by, reason=cmd.reason, at=utc_now()))
-    return _summary(foundry, run_id)
+    services.runs.record(run_id, lambda r: r.cancel(by=cmd.by, reason=cmd.reason, at=utc_now()))
+    return _summary(services, run_id)
 
 
-def forge_resume(foundry: Foundry, params: dict[str, Any]) -> Result:
-    cmd = validate_model(c.ResumeRun, params)
+def forge_resume(cmd: c.ResumeRun, services: CommandServices, call: Call) -> Result:
     run_id = parse_uuid(cmd.run_id, "runId")
-    run = foundry.runs.get_run(run_id)
+    run = services.runs.get_run(run_id)
     if run.ended:
         raise RunStateError(str(run_id), f"cannot resume: the run is {run.status}")
-    return _go(foundry, run_id, cmd.wait, repeated=False)
+    return _go(services, run_id, cmd.wait, call, repeated=False)
 
 
-def forge_list_runs(foundry: Foundry, params: dict[str, Any]) -> Result:
-    from foundry.adapters.commands.data import data_list
-
-    cmd = validate_model(c.ListRuns, params)
-    listed = data_list(foundry, {**cmd.model_dump(by_alias=True, exclude_none=True),
-                                 "collection": c.ARTIFACTS})
+def forge_list_runs(cmd: c.ListRuns, services: CommandServices, call: Call) -> Result:
+    query = c.ListEntities(collection=c.ARTIFACTS, filter=cmd.filter, order_by=cmd.order_by,
+                           limit=cmd.limit, cursor=cmd.cursor)
+    listed = data_list(query, services, call)
     runs = [{"runId": a["provenance"]["runId"], "artifactId": a["id"], "status": a["status"],
              "recipeId": a["recipeId"], "recipeVersion": a["recipeVersion"],
              "hardwareNode": a["hardwareNode"], "forgedAt": a.get("forgedAt"),
@@ -232,11 +267,12 @@ def forge_list_runs(foundry: Foundry, params: dict[str, Any]) -> Result:
     return {"runs": runs, "count": len(runs), "nextCursor": listed["nextCursor"]}
 
 
-EXTRA_HANDLERS.update({
-    "forge/run": forge_run,
-    "forge/status": forge_status,
-    "forge/cancel": forge_cancel,
-    "forge/resume": forge_resume,
-    "forge/list-runs": forge_list_runs,
-    "forge/publish": forge_publish,
-})
+COMMANDS: tuple[CommandSpec[Any], ...] = (
+    CommandSpec("forge/run", c.RunRecipe, forge_run, "run", "request a run and execute it"),
+    CommandSpec("forge/status", c.RunRef, forge_status, "read", "a run's status and stages"),
+    CommandSpec("forge/cancel", c.CancelRun, forge_cancel, "run", "cancel a run"),
+    CommandSpec("forge/resume", c.ResumeRun, forge_resume, "run", "resume an interrupted run"),
+    CommandSpec("forge/list-runs", c.ListRuns, forge_list_runs, "read", "list runs"),
+    CommandSpec("forge/publish", c.PublishArtifact, forge_publish, "publish",
+                "publish a sealed artifact"),
+)

@@ -11,81 +11,74 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from foundry.adapters.commands.bus import EXTRA_HANDLERS
 from foundry.adapters.commands.data import data_history, data_list
-from foundry.adapters.commands.validation import parse_uuid, validate_model
+from foundry.adapters.commands.registry import CommandSpec
+from foundry.adapters.commands.validation import parse_uuid
+from foundry.domain import commands as c
 from foundry.domain.artifact_builder import alloy_hash, artifact_id
 from foundry.domain.errors import InvalidInputError
-from foundry.domain.values.base import Frozen
 from foundry.projections.artifacts.view import fold
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.commands.ports import Call, CommandServices
 
 Result = dict[str, Any]
 
 
-class LineageQuery(Frozen):
-    id: str
-
-
-class ReplayQuery(Frozen):
-    run_id: str
-
-
-def lineage_report(foundry: Foundry, params: dict[str, Any]) -> Result:
-    query = validate_model(LineageQuery, params)
+def lineage_report(query: c.LineageQuery, services: CommandServices, call: Call) -> Result:
     subject = parse_uuid(query.id)
-    kind, recipe_id, run_ids = _subject(foundry, subject)
-    recipe = foundry.recipes.get_recipe(recipe_id)
-    runs = [_run_lineage(foundry, r) for r in run_ids]
+    kind, recipe_id, run_ids = _subject(services, subject, call)
+    recipe = services.recipes.get_recipe(recipe_id)
+    runs = [_run_lineage(services, r) for r in run_ids]
     pinned_revisions = [r["recipeRevision"] for r in runs]
     upto = max(pinned_revisions) if kind != "recipe" and pinned_revisions else recipe.revision
-    edits = data_history(foundry, {"collection": "forge_recipes", "id": str(recipe_id),
-                                   "limit": 500})["items"]
+    history = c.EntityHistory(collection=c.RECIPES, id=str(recipe_id), limit=c.MAX_LIMIT)
+    edits = data_history(history, services, call)["items"]
     return {
         "subject": {"kind": kind, "id": query.id},
         "recipe": {"id": str(recipe_id), "name": recipe.data.get("name"),
                    "currentVersion": recipe.recipe_version, "currentRevision": recipe.revision,
                    "pinnedVersions": recipe.pinned_versions},
         "edits": [e for e in edits if e["revision"] <= upto],
-        "parents": _parents(foundry, recipe.data.get("parentRecipeId")),
+        "parents": _parents(services, recipe.data.get("parentRecipeId")),
         "runs": runs,
     }
 
 
-def _subject(foundry: Foundry, subject: UUID) -> tuple[str, UUID, list[UUID]]:
+def _subject(services: CommandServices, subject: UUID, call: Call
+             ) -> tuple[str, UUID, list[UUID]]:
     """(kind, recipe id, run ids) for an artifact, run or recipe id."""
-    if subject in foundry.runs.repository:
-        run = foundry.runs.get_run(subject)
+    if subject in services.runs.repository:
+        run = services.runs.get_run(subject)
         return "run", UUID(run.state["recipeId"]), [subject]
-    found = data_list(foundry, {"collection": "forge_artifacts", "filter": {"id": str(subject)},
-                                "limit": 1})["items"]
+    found = data_list(c.ListEntities(collection=c.ARTIFACTS, filter={"id": str(subject)},
+                                     limit=1), services, call)["items"]
     if found:
         run_id = UUID(found[0]["provenance"]["runId"])
         return "artifact", UUID(found[0]["recipeId"]), [run_id]
-    if subject in foundry.recipes.repository:
-        items = data_list(foundry, {"collection": "forge_artifacts", "limit": 500,
-                                    "filter": {"recipeId": str(subject)},
-                                    "orderBy": [{"field": "requestedAt"}]})["items"]
+    if subject in services.recipes.repository:
+        query = c.ListEntities(collection=c.ARTIFACTS, limit=c.MAX_LIMIT,
+                               filter={"recipeId": str(subject)},
+                               order_by=[c.OrderBy(field="requestedAt")])
+        items = data_list(query, services, call)["items"]
         return "recipe", subject, [UUID(a["provenance"]["runId"]) for a in items]
     raise InvalidInputError("id", f"{subject} is no artifact, run or recipe in this store")
 
 
-def _parents(foundry: Foundry, parent_id: str | None) -> list[Result]:
+def _parents(services: CommandServices, parent_id: str | None) -> list[Result]:
     chain: list[Result] = []
     seen: set[str] = set()
     while parent_id and parent_id not in seen:
         seen.add(parent_id)
-        parent = foundry.recipes.get_recipe(UUID(parent_id))
+        parent = services.recipes.get_recipe(UUID(parent_id))
         chain.append({"id": parent_id, "name": parent.data.get("name"),
                       "version": parent.recipe_version})
         parent_id = parent.data.get("parentRecipeId")
     return chain
 
 
-def _run_lineage(foundry: Foundry, run_id: UUID) -> Result:
-    s = foundry.runs.get_run(run_id).state
+def _run_lineage(services: CommandServices, run_id: UUID) -> Result:
+    s = services.runs.get_run(run_id).state
     stages = sorted(s["stages"].values(), key=lambda r: (r["cycle"], r["index"]))
     return {
         "runId": str(run_id), "artifactId": artifact_id(str(run_id)), "status": s["status"],
@@ -107,24 +100,23 @@ def _source(source: Result | None) -> Result | None:
     return {"baseModel": source["baseModel"], "sourceHash": source["sourceHash"]}
 
 
-def audit_replay(foundry: Foundry, params: dict[str, Any]) -> Result:
-    query = validate_model(ReplayQuery, params)
+def audit_replay(query: c.ReplayQuery, services: CommandServices, _call: Call) -> Result:
     run_id = parse_uuid(query.run_id, "runId")
-    foundry.runs.get_run(run_id)  # not found -> a clear error
-    foundry.artifact_host.catch_up()  # the view as projected (old events are never re-applied)
+    services.runs.get_run(run_id)  # not found -> a clear error
+    services.artifact_host.catch_up()  # the view as projected (old events are never re-applied)
     row: dict[str, Any] | None = None
     problems: list[str] = []
-    events = foundry.runs.recorder.select_events(run_id)
+    events = services.runs.recorder.select_events(run_id)
     for stored in events:
         try:
-            event = foundry.runs.mapper.to_domain_event(stored)
+            event = services.runs.mapper.to_domain_event(stored)
         except Exception as e:
             problems.append(f"event {stored.originator_version} cannot be decoded: {e}")
             continue
         row = fold(row, event)
     assert row is not None
     replayed = row["doc"]
-    view_row = foundry.artifact_view.get(artifact_id(str(run_id)))
+    view_row = services.artifact_view.get(artifact_id(str(run_id)))
     stored_doc = view_row["doc"] if view_row else None
     differences = _diff(stored_doc, replayed, "") if stored_doc is not None else ["no view row"]
     sealed = row["state"]["alloyHash"]
@@ -146,4 +138,9 @@ def _diff(a: Any, b: Any, path: str) -> list[str]:
     return [] if a == b else [f"{path or '<root>'}: view {a!r} != replay {b!r}"]
 
 
-EXTRA_HANDLERS.update({"lineage/report": lineage_report, "audit/replay": audit_replay})
+COMMANDS: tuple[CommandSpec[Any], ...] = (
+    CommandSpec("lineage/report", c.LineageQuery, lineage_report, "read",
+                "what led to an artifact, run or recipe"),
+    CommandSpec("audit/replay", c.ReplayQuery, audit_replay, "read",
+                "replay a run's events and compare with its artifact"),
+)

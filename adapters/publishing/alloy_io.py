@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from foundry.adapters.clock import utc_now
-from foundry.adapters.commands.validation import validate_model
+from foundry.domain.validation import validate_model
 from foundry.domain.errors import InvalidInputError
 from foundry.domain.values.artifact import ForgeArtifact
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.publishing.ports import PublishServices as Foundry
 
 # Top-level fields that only a run can know: they go to the imported run, not the recipe.
 ARTIFACT_FIELDS = ("results", "receipt", "integrity", "alloyHash", "hardwareVerified",
@@ -84,7 +84,7 @@ def split(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
     """Import one file: nothing is written unless the whole file validates."""
-    from foundry.adapters.commands.data import validate_recipe
+    from foundry.adapters.store.recipe_data import validate_recipe
 
     raw = path.read_bytes() if path.is_file() else b""
     data = read_alloy(path)
@@ -137,10 +137,10 @@ def export_alloy(foundry: Foundry, some_id: UUID) -> dict[str, Any]:
     results + receipt + integrity + alloyHash)."""
     if some_id in foundry.recipes.repository:
         return _unmigrate(_recipe_part(foundry.recipes.get_recipe(some_id).data))
-    from foundry.adapters.commands.forge import _run_of
+    from foundry.adapters.store.run_lookup import run_of
     from foundry.domain.artifact_builder import build_artifact
 
-    run = foundry.runs.get_run(_run_of(foundry, some_id))
+    run = foundry.runs.get_run(run_of(foundry, some_id))
     artifact = build_artifact(run.state)
     out = _recipe_part(run.state["recipe"])
     if run.state.get("imported"):

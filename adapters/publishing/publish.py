@@ -25,7 +25,7 @@ from foundry.domain.artifact_builder import build_artifact
 from foundry.domain.errors import InvalidInputError, RunStateError
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.publishing.ports import PublishServices as Foundry
 
 CARD_FILES = ("README.md", "MODEL_METHODOLOGY.md")
 

@@ -1,7 +1,8 @@
-"""How a requested run gets executed. Chosen by FOUNDRY_DISPATCHER:
+"""How a requested run gets executed. Chosen by FOUNDRY_DISPATCHER (read by bootstrap):
 
 - `in-process` (the default): `forge/run` executes the run in the calling process, or with
-  `wait: false` in a detached worker process on this machine (`python -m foundry.adapters.runs.worker`).
+  `wait: false` in a detached worker process on this machine
+  (`python -m foundry.adapters.runs.worker`).
 - `ray`: `forge/run` only records the request. `foundry dispatcher`, a long-lived reconciler
   on the Ray head (adapters/ray_dispatch.py), submits it to a worker node that matches its
   `hardwareNode`; with `wait: true` the caller follows the run's events until it ends.
@@ -12,34 +13,58 @@ never execute at once, whichever process or node they are on.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
-from foundry.adapters.store.lease import RunLease
 from foundry.adapters.runs.orchestrator import Orchestrator, ProgressListener, RunOutcome
+from foundry.adapters.store.lease import RunLease
 from foundry.domain.errors import InvalidInputError, RunStateError
 
 if TYPE_CHECKING:
-    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.store.blobs import BlobStore
+    from foundry.adapters.store.config import StoreConfig
+    from foundry.adapters.store.forge_runs import ForgeRuns
+    from foundry.executors.registry import ExecutorRegistry
 
 ENV_DISPATCHER = "FOUNDRY_DISPATCHER"
 Result = dict[str, Any]
 
 
+class RunServices(Protocol):
+    """What executing a run needs from the system (bootstrap.Services has it all)."""
+
+    @property
+    def config(self) -> StoreConfig: ...
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def runs(self) -> ForgeRuns: ...
+    @property
+    def registry(self) -> ExecutorRegistry: ...
+    @property
+    def blobs(self) -> BlobStore: ...
+
+
+def _ignore(_event: dict[str, Any]) -> None:
+    """No one draws this call's progress."""
+
+
 class RunDispatcher(Protocol):
     name: str
 
-    def dispatch(self, foundry: Foundry, run_id: UUID, *, wait: bool) -> Result:
+    def dispatch(self, services: RunServices, run_id: UUID, *, wait: bool,
+                 progress: ProgressListener = _ignore) -> Result:
         """Get the requested (or interrupted) run executed; with `wait`, return once it
-        ended. Returns what the caller should add to the run summary."""
+        ended, passing every stage event to `progress`. Returns what the caller should add
+        to the run summary."""
 
 
-def execute_leased(foundry: Foundry, run_id: UUID, *, wait_seconds: float,
+def execute_leased(foundry: RunServices, run_id: UUID, *, wait_seconds: float,
                    listener: ProgressListener | None = None,
                    node: dict[str, str] | None = None) -> RunOutcome | None:
     """Execute (or resume) the run under its lease; None if another attempt kept the lease
@@ -63,19 +88,21 @@ class InProcessDispatcher:
         # waits that long rather than failing.
         self.lease_wait_seconds = lease_wait_seconds
 
-    def dispatch(self, foundry: Foundry, run_id: UUID, *, wait: bool) -> Result:
+    def dispatch(self, services: RunServices, run_id: UUID, *, wait: bool,
+                 progress: ProgressListener = _ignore) -> Result:
         if not wait:
-            return {"detached": True, "workerPid": spawn_worker(foundry, run_id)}
-        outcome = execute_leased(foundry, run_id, wait_seconds=self.lease_wait_seconds,
-                                 listener=foundry.progress_listener)
+            return {"detached": True, "workerPid": spawn_worker(services, run_id)}
+        outcome = execute_leased(services, run_id, wait_seconds=self.lease_wait_seconds,
+                                 listener=progress)
         if outcome is None:
             raise RunStateError(str(run_id), "cannot execute: another attempt holds the "
                                 "run's lease (forge/status shows its owner)")
         return {}
 
 
-def spawn_worker(foundry: Foundry, run_id: UUID) -> int:
-    """Start `python -m foundry.adapters.runs.worker RUN_ID` in its own session; it outlives this one."""
+def spawn_worker(foundry: RunServices, run_id: UUID) -> int:
+    """Start `python -m foundry.adapters.runs.worker RUN_ID` in its own session; it outlives
+    this one."""
     log_dir = foundry.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"{run_id}.log").open("ab") as out:
@@ -96,14 +123,16 @@ class ClusterDispatcher:
     def __init__(self, poll_seconds: float = 0.5) -> None:
         self.poll_seconds = poll_seconds
 
-    def dispatch(self, foundry: Foundry, run_id: UUID, *, wait: bool) -> Result:
+    def dispatch(self, services: RunServices, run_id: UUID, *, wait: bool,
+                 progress: ProgressListener = _ignore) -> Result:
         if not wait:
             return {"detached": True}
-        follow_run(foundry, run_id, self.poll_seconds)
+        follow_run(services, run_id, self.poll_seconds, progress)
         return {}
 
 
-def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
+def follow_run(foundry: RunServices, run_id: UUID, poll_seconds: float,
+               listener: ProgressListener = _ignore) -> None:
     """Block until the run ends, passing what changed to the progress listener: why it waits,
     stage starts, progress and completions."""
     seen: dict[str, str] = {}
@@ -114,22 +143,22 @@ def follow_run(foundry: Foundry, run_id: UUID, poll_seconds: float) -> None:
         reason = waiting_reason(run.state) if run.status == "requested" else waiting
         if reason != waiting:
             waiting = reason
-            foundry.progress_listener({"kind": "run_waiting", "message": waiting})
+            listener({"kind": "run_waiting", "message": waiting})
         for key, record in sorted(run.state["stages"].items()):
             event: Result = {"cycle": record["cycle"], "index": record["index"],
                              "type": record["type"]}
             status, before = record["status"], seen.get(key)
             seen[key] = status
             if before is None:  # new, even if it started and ended between two polls
-                foundry.progress_listener({"kind": "stage_started", **event})
+                listener({"kind": "stage_started", **event})
             latest = record.get("progress")
             if status == "running" and latest is not None and latest != progress.get(key):
                 progress[key] = latest
-                foundry.progress_listener({"kind": "stage_progress", **event,
+                listener({"kind": "stage_progress", **event,
                                            "fraction": latest["fraction"],
                                            "message": latest["message"]})
             if status == "completed" and before != "completed":
-                foundry.progress_listener({"kind": "stage_completed", **event,
+                listener({"kind": "stage_completed", **event,
                                            "seconds": record.get("seconds"),
                                            "metrics": record.get("metrics", {})})
         if run.ended:
@@ -154,8 +183,8 @@ DISPATCHERS: dict[str, Callable[[], RunDispatcher]] = {
     "in-process": InProcessDispatcher, "ray": ClusterDispatcher}
 
 
-def dispatcher_from_env() -> RunDispatcher:
-    name = os.environ.get(ENV_DISPATCHER, "in-process")
+def dispatcher_named(name: str) -> RunDispatcher:
+    """The dispatcher FOUNDRY_DISPATCHER names; an unknown name says which are known."""
     try:
         dispatcher: RunDispatcher = DISPATCHERS[name]()
     except KeyError:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from foundry.adapters.commands.bus import known_commands
+from foundry.adapters.bootstrap import build_commands
 from foundry.domain.values.stages import STAGE_TYPES
 from tests.conftest import EXAMPLE, count_events, drop_schema, pg_schema_url
 
@@ -439,7 +439,7 @@ def bad_params_command(draw: st.DrawFn) -> tuple[str, str, Any]:
 
 @st.composite
 def unknown_command(draw: st.DrawFn) -> tuple[str, str, Any]:
-    known = set(known_commands())
+    known = set(build_commands().names())
     command = draw(
         st.sampled_from(["data/Create", "data/create ", " data/read", "data/", "/data/list",
                          "data\\list", "DATA/LIST", "data/teleport", "data/read/", "recipe/",

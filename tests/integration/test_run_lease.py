@@ -17,7 +17,7 @@ import pytest
 
 from foundry.adapters.store.lease import RunLease
 from foundry.adapters.runs.orchestrator import utc_now
-from foundry.adapters.runs.launch import InProcessDispatcher
+from foundry.adapters.runs.launch import ClusterDispatcher, InProcessDispatcher
 from tests.conftest import ROOT, ok
 
 R = "forge_recipes"
@@ -37,7 +37,8 @@ def requested_run(foundry: Any, recipe_data: dict[str, Any],
     data = copy.deepcopy(recipe_data)
     data["source"]["baseModel"] = "fake://tiny"
     recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
-    monkeypatch.setenv("FOUNDRY_DISPATCHER", "ray")
+    # What FOUNDRY_DISPATCHER=ray gives a Foundry opened after it is set.
+    foundry.use_launcher(ClusterDispatcher())
     result = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": "any",
                                               "wait": False}))
     assert result["status"] == "requested" and result["dispatcher"] == "ray"
@@ -83,7 +84,7 @@ def test_a_lease_is_exclusive_and_freed_when_its_holder_is_killed(foundry, tmp_p
 def test_an_in_process_run_refuses_while_another_attempt_holds_its_lease(
         foundry, recipe_data, monkeypatch):
     run_id = requested_run(foundry, recipe_data, monkeypatch)
-    foundry._run_dispatcher = InProcessDispatcher(lease_wait_seconds=0.5)
+    foundry.use_launcher(InProcessDispatcher(lease_wait_seconds=0.5))
     with RunLease(foundry.config, foundry.state_dir, UUID(run_id)) as lease:
         assert lease.acquire(0)
         refused = foundry.execute("forge/resume", {"runId": run_id})
@@ -127,8 +128,11 @@ def test_an_unknown_dispatcher_is_named_in_the_error(foundry, recipe_data, monke
     data = copy.deepcopy(recipe_data)
     data["source"]["baseModel"] = "fake://tiny"
     recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
-    monkeypatch.setenv("FOUNDRY_DISPATCHER", "celery")
-    result = foundry.execute("forge/run", {"recipeId": recipe_id})
+    monkeypatch.setenv("FOUNDRY_DISPATCHER", "celery")  # read once, when a Foundry opens
+    from foundry.adapters.bootstrap import Foundry
+
+    with Foundry.open(foundry.config.url, state_dir=foundry.state_dir) as celery:
+        result = celery.execute("forge/run", {"recipeId": recipe_id})
     assert not result["success"]
     assert "FOUNDRY_DISPATCHER" in str(result["error"])
     assert "unknown dispatcher 'celery'; known: in-process, ray" in str(result["error"])

@@ -162,11 +162,11 @@ def test_a_run_for_class_b_lands_on_a_class_b_node(store, recipe_data, tmp_path)
 def test_forge_run_that_waits_follows_the_run_to_its_end_with_progress(
         store, recipe_data, tmp_path):
     seen: list[tuple[str, int]] = []
-    store.progress_listener = lambda e: seen.append((e["kind"], e.get("index", -1)))
     recipe_id = ok(store.execute("data/create", {"collection": R,
                                                  "data": recipe(recipe_data)}))["id"]
     with DispatcherThread(store, task_env(tmp_path, sleep=0.3)):
-        done = ok(store.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": "any"}))
+        done = ok(store.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": "any"},
+                                progress=lambda e: seen.append((e["kind"], e.get("index", -1)))))
     assert done["status"] == "completed" and done["dispatcher"] == "ray"
     assert done["alloyHash"].startswith("sha256:") and "detached" not in done
     assert seen[0][0] == "run_waiting"  # requested, then submitted: the display says so

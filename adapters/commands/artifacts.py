@@ -1,0 +1,130 @@
+"""artifact/card, artifact/verify, alloy/import, alloy/export: the artifact's files.
+
+These were CLI-only verbs that reached into internals; as commands they are in the Python
+API, `foundry exec` and (later) HTTP, and every failure of theirs is an envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from foundry.adapters.commands.registry import CommandSpec
+from foundry.adapters.commands.validation import parse_uuid
+from foundry.adapters.store.run_lookup import run_of
+from foundry.domain import commands as c
+from foundry.domain.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from foundry.adapters.commands.ports import Call, CommandServices
+
+Result = dict[str, Any]
+# A published .alloy.json is tens of KB; a file far bigger is not one (or is /dev/zero).
+MAX_ALLOY_BYTES = 8 * 1024 * 1024
+
+
+def render_cards(cmd: c.RenderCards, services: CommandServices, _call: Call) -> Result:
+    from foundry.adapters.publishing.cards import card_hash, write_cards
+    from foundry.adapters.publishing.publish import publishable_artifact
+
+    run = services.runs.get_run(run_of(services, parse_uuid(cmd.id)))
+    artifact = publishable_artifact(run.state)
+    out = Path(cmd.out)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError("out", f"{out} exists and is not a directory")
+    try:
+        paths = write_cards(artifact, out)
+    except OSError as e:
+        raise InvalidInputError("out", f"cannot write the cards into {out}: {e.strerror}") from None
+    readme = paths["README.md"].read_text(encoding="utf-8")
+    return {"files": {k: str(v) for k, v in paths.items()}, "cardHash": card_hash(readme)}
+
+
+def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Call) -> Result:
+    from foundry.adapters.publishing.attestation import verify
+
+    path = Path(cmd.subject)
+    readme = Path(cmd.readme) if cmd.readme else None
+    if path.is_file():
+        artifact = _read_json_object(path, "subject")
+        sibling = path.with_name("README.md")
+        readme = readme or (sibling if sibling.is_file() else None)
+    else:
+        from foundry.adapters.publishing.publish import publishable_artifact
+        from foundry.domain.artifact_builder import build_artifact
+
+        state = services.runs.get_run(run_of(services, parse_uuid(cmd.subject, "subject"))).state
+        artifact = {**publishable_artifact(state), "receipt": build_artifact(state).get("receipt")}
+    model_dir = Path(cmd.model_dir) if cmd.model_dir else None
+    if model_dir is not None and not model_dir.is_dir():
+        raise InvalidInputError("modelDir", f"{model_dir} is not a directory")
+    links = verify(artifact, model_dir=model_dir, readme=readme,
+                   trusted_key_ids=set(cmd.trust) or None)
+    return {"ok": all(link.ok for link in links),
+            "links": [{"name": link.name, "ok": link.ok, "expected": link.expected,
+                       "found": link.found, "detail": link.detail} for link in links]}
+
+
+def _read_json_object(path: Path, field: str) -> dict[str, Any]:
+    """A JSON object from a regular file of at most MAX_ALLOY_BYTES."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ALLOY_BYTES:
+            raise InvalidInputError(field, f"{path} must be a regular file of at most "
+                                    f"{MAX_ALLOY_BYTES} bytes")
+        with path.open("rb") as f:
+            raw = f.read(MAX_ALLOY_BYTES + 1)
+    except OSError as e:
+        raise InvalidInputError(field, f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InvalidInputError(field, f"{path} is not a JSON document: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(field, f"{path} must hold a JSON object (an artifact), got "
+                                f"{type(data).__name__}")
+    return data
+
+
+def import_alloys(cmd: c.ImportAlloys, services: CommandServices, _call: Call) -> Result:
+    from foundry.adapters.publishing.alloy_io import import_alloy
+
+    results = [import_alloy(services, path) for path in _alloy_files(cmd.paths)]
+    return {"imported": results, "count": len(results)}
+
+
+def _alloy_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        files += sorted(path.glob("*.alloy.json")) if path.is_dir() else [path]
+    return files
+
+
+def export_alloy(cmd: c.ExportAlloy, services: CommandServices, _call: Call) -> Result:
+    from foundry.adapters.publishing.alloy_io import export_alloy as export
+
+    alloy = export(services, parse_uuid(cmd.id))
+    if cmd.out is None:
+        return {"alloy": alloy}
+    out = Path(cmd.out)
+    text = json.dumps(alloy, indent=2, ensure_ascii=False) + "\n"
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InvalidInputError("out", f"cannot write {out}: {e.strerror}") from None
+    return {"file": cmd.out}
+
+
+COMMANDS: tuple[CommandSpec[Any], ...] = (
+    CommandSpec("artifact/card", c.RenderCards, render_cards, "read",
+                "render README.md and MODEL_METHODOLOGY.md of an artifact"),
+    CommandSpec("artifact/verify", c.VerifyArtifact, verify_artifact, "read",
+                "check alloyHash, weights, card and signature"),
+    CommandSpec("alloy/import", c.ImportAlloys, import_alloys, "write",
+                "import .alloy.json files as recipes (and runs)"),
+    CommandSpec("alloy/export", c.ExportAlloy, export_alloy, "read",
+                "a recipe or artifact as .alloy.json"),
+)

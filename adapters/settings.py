@@ -1,0 +1,64 @@
+"""The process's configuration, read from the environment once, by bootstrap, into one value.
+
+Everything else is handed a `Settings` (or a part of it): no module reads an environment
+variable behind its caller's back, so two `Foundry` objects in one process can differ, and a
+test sets what it wants by building one rather than by patching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from foundry.domain.errors import InvalidInputError
+
+ENV_STATE_DIR = "FOUNDRY_STATE_DIR"
+ENV_EXECUTORS = "FOUNDRY_EXECUTORS"
+ENV_DISPATCHER = "FOUNDRY_DISPATCHER"
+ENV_FAKE_SLEEP = "FOUNDRY_FAKE_SLEEP"
+ENV_FAKE_FAIL_ON = "FOUNDRY_FAKE_FAIL_ON"
+EXECUTOR_KINDS = ("real", "fake")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment said when the system was built."""
+
+    state_dir: Path | None = None
+    """Blobs, heartbeats and logs; None: next to the store (SQLite) or the user data dir."""
+    executors: str = "real"
+    """`real` (torch, transformers, llama.cpp) or `fake` (the deterministic test set)."""
+    fake_sleep_seconds: float = 0.0
+    fake_fail_on: str | None = None
+    dispatcher: str = "in-process"
+    """How forge/run gets a run executed: `in-process` or `ray` (adapters/runs/launch.py)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every FOUNDRY_* setting once; a malformed value names its variable."""
+        env = os.environ if environ is None else environ
+        executors = env.get(ENV_EXECUTORS) or "real"
+        if executors not in EXECUTOR_KINDS:
+            raise InvalidInputError(ENV_EXECUTORS, f"must be one of {', '.join(EXECUTOR_KINDS)}"
+                                    f", got {executors!r}")
+        return cls(
+            state_dir=Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else None,
+            executors=executors,
+            fake_sleep_seconds=_seconds(env, ENV_FAKE_SLEEP),
+            fake_fail_on=env.get(ENV_FAKE_FAIL_ON) or None,
+            # Checked when a run first needs it, so that data/* works whatever it says.
+            dispatcher=env.get(ENV_DISPATCHER) or "in-process",
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    raw = env.get(name) or "0"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInputError(name, f"must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < 86_400:
+        raise InvalidInputError(name, f"must be between 0 and 86400 seconds, got {raw!r}")
+    return value
