@@ -1,23 +1,36 @@
-"""`prune`: unstructured magnitude pruning, or removal of whole attention KV groups.
+"""`prune`: unstructured magnitude pruning, or structured removal of whole heads and channels.
 
 - `magnitude`: global L1 pruning (`torch.nn.utils.prune.global_unstructured`) of every Linear
   weight except `lm_head` at `level`, a short recovery fine-tune with the masks attached (so
   the zeros stay zero), then `prune.remove`. The zeros are stored dense.
-- `gradient`, `activation-magnitude`, `entropy`, `random`: structured removal of KV groups
-  (one KV head and the query heads that share it), the same number in every layer because
-  the config has one head count for the whole model. Rows of q/k/v and columns of o_proj are
-  cut with `transformers.pytorch_utils.prune_linear_layer`; the config gets the new
-  `num_attention_heads`, `num_key_value_heads` and an explicit `head_dim`. Importance per
-  group: first-order Taylor |w * dL/dw| (gradient), mean |attention output| (activation-
-  magnitude), mean attention entropy (entropy: the most diffuse groups go first) or a
-  seeded random draw (random, the control). See `foundry.executors.real.prune_scores`.
+- `gradient`, `activation-magnitude`, `entropy`, `random`: structured removal, on any family
+  `foundry.executors.architectures` describes, of
+  - whole query heads of softmax-attention layers, respecting GQA: whole KV groups (a KV
+    head and the query heads sharing it) and/or the same number of query heads in every
+    group; a gated query (Qwen3.5) loses its gate rows with it, q/k norms are per head_dim
+    and stay;
+  - whole value heads of linear-attention (Gated DeltaNet) layers, the same way: whole key
+    heads with their value heads and/or value heads within every key head, with their z,
+    a, b rows, conv channels, decay parameters and out_proj columns;
+  - with the stage's extra field `mlpLevel` (default 0), that fraction of MLP channels
+    (of every expert, for a sparse MLP).
+  The config holds one count per kind for the whole model, so every layer of a kind keeps
+  the same counts; which heads stay is chosen per layer. `level` is the fraction of heads
+  to remove; the shape removing the most without exceeding it, within `minHeadsPerLayer`
+  and `minKvHeadsPerLayer` (key heads, for linear attention), wins, fewer groups first
+  (they also shrink the KV cache). The kept slices of every tensor make a new state dict,
+  loaded strictly into a model built from the new config: a slice the map gets wrong fails
+  there. The parameter count predicted from the slices is checked against the built model
+  and against the saved model reloaded. Importance: `foundry.executors.real.prune_scores`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from foundry.domain.values.stages import PruneStage
+from foundry.executors.architectures import Architecture, for_config
 from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError
 from foundry.executors.real.common import (
@@ -30,6 +43,12 @@ from foundry.executors.real.common import (
     stage_seed,
 )
 from foundry.executors.real.data import corpus_for, token_windows
+from foundry.executors.real.prune_scores import (
+    ChannelScores,
+    GroupedScores,
+    geometry,
+    unit_scores,
+)
 from foundry.executors.real.train import LoopConfig, run_training
 
 STRUCTURED = ("gradient", "activation-magnitude", "entropy", "random")
@@ -116,36 +135,74 @@ def _magnitude(
     return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
 
 
-def _groups_to_remove(stage: PruneStage, config: Any, notes: list[str]) -> int:
-    """How many KV groups each layer loses: the level, bounded by the minimums and validity."""
-    heads, kv = int(config.num_attention_heads), int(config.num_key_value_heads)
-    per_group = heads // kv
-    wanted = round(stage.level * kv)
-    allowed = min(
-        wanted,
-        kv - max(1, stage.min_kv_heads_per_layer),
-        (heads - stage.min_heads_per_layer) // per_group,
-    )
-    allowed = max(0, allowed)
-    if allowed < wanted:
-        notes.append(
-            f"level {stage.level} asks to remove {wanted} of {kv} KV groups per layer; removed "
-            f"{allowed} to keep minHeadsPerLayer {stage.min_heads_per_layer} and "
-            f"minKvHeadsPerLayer {stage.min_kv_heads_per_layer} ({heads} heads, {kv} KV heads)"
-        )
-    while allowed > 0 and not _valid_heads(config, (kv - allowed) * per_group, kv - allowed):
-        notes.append(
-            f"{config.model_type} rejects {(kv - allowed) * per_group} heads (hidden size "
-            f"{config.hidden_size}): removing {allowed - 1} KV groups per layer instead"
-        )
-        allowed -= 1
-    return allowed
+@dataclass(frozen=True)
+class Shape:
+    """How many groups (KV heads, key heads) and units per group a layer kind keeps."""
+
+    groups: int
+    per_group: int
+
+    @property
+    def units(self) -> int:
+        return self.groups * self.per_group
 
 
-def _valid_heads(config: Any, heads: int, kv: int) -> bool:
+@dataclass
+class Plan:
+    """What stays: per layer, the kept groups and units (original indices, in order)."""
+
+    shapes: dict[str, Shape]  # layer kind -> kept shape
+    groups: dict[int, list[int]] = field(default_factory=dict)
+    units: dict[int, list[int]] = field(default_factory=dict)  # flattened unit indices
+    channels: dict[int, list[list[int]]] = field(default_factory=dict)  # per expert
+
+
+def choose_shape(
+    kind: str, groups: int, per_group: int, level: float, min_units: int, min_groups: int,
+    notes: list[str], valid: Any = None,
+) -> Shape:
+    """The kept (groups, per_group) removing the most units up to round(level * units).
+
+    Ties keep fewer groups. `valid(shape)` may reject shapes the config class refuses.
+    """
+    total = groups * per_group
+    wanted = round(level * total)
+    best = Shape(groups, per_group)
+    rejected: list[Shape] = []
+    for g in range(groups, 0, -1):
+        for u in range(per_group, 0, -1):
+            removed = total - g * u
+            if removed > wanted or g * u < min_units or g < max(1, min_groups):
+                continue
+            if valid is not None and removed and not valid(Shape(g, u)):
+                rejected.append(Shape(g, u))
+                continue
+            current = total - best.units
+            if removed > current or (removed == current and g < best.groups):
+                best = Shape(g, u)
+    better = sorted({s.units for s in rejected if s.units < best.units})
+    if better:
+        notes.append(
+            f"{kind}: the model's config class rejects {', '.join(map(str, better))} heads "
+            f"(e.g. hidden_size must be a multiple of the head count)"
+        )
+    unit, group = ("heads", "KV groups") if kind == "attention" else (
+        "value heads", "key heads")
+    if total - best.units < wanted:
+        notes.append(
+            f"{kind}: level {level} asks to remove {wanted} of {total} {unit} per layer; "
+            f"removed {total - best.units} ({groups - best.groups} of {groups} {group}, "
+            f"{per_group - best.per_group} of {per_group} {unit} per group) to keep "
+            f"minHeadsPerLayer {min_units} and minKvHeadsPerLayer {min_groups}"
+        )
+    return best
+
+
+def _valid_heads(config: Any, shape: Shape) -> bool:
     """Whether the config class accepts these head counts (Llama wants hidden % heads == 0)."""
     values = config.to_dict()
-    values.update(num_attention_heads=heads, num_key_value_heads=kv, head_dim=_head_dim(config))
+    values.update(num_attention_heads=shape.units, num_key_value_heads=shape.groups,
+                  head_dim=_head_dim(config))
     try:
         type(config).from_dict(values)
     except Exception:  # the strict config validators raise several types
@@ -158,70 +215,211 @@ def _head_dim(config: Any) -> int:
     return int(getattr(config, "head_dim", None) or config.hidden_size // heads)
 
 
-def _attention_modules(model: Any) -> list[Any]:
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None:
-        raise ExecutorError(f"structured pruning needs model.model.layers; {type(model).__name__}")
-    modules = [getattr(layer, "self_attn", None) for layer in layers]
-    for attn in modules:
-        if attn is None or not all(
-            hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
-        ):
-            raise ExecutorError(
-                f"structured pruning supports q/k/v/o_proj attention; {type(model).__name__} "
-                "has another layout"
-            )
-    return modules
-
-
-def _cut(model: Any, keep: list[list[int]]) -> None:
-    """Keep only the KV groups `keep[layer]` in every layer; update the config."""
-    import torch
-    from transformers.pytorch_utils import prune_linear_layer as _prune_linear_layer
-
-    prune_linear_layer: Any = _prune_linear_layer  # typed for LongTensor, which torch lacks
-
-    config = model.config
-    heads, kv = int(config.num_attention_heads), int(config.num_key_value_heads)
-    per_group, head_dim = heads // kv, _head_dim(config)
-    for attn, groups in zip(_attention_modules(model), keep, strict=True):
-        q_rows = torch.cat([
-            torch.arange(g * per_group * head_dim, (g + 1) * per_group * head_dim) for g in groups
-        ])
-        kv_rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups])
-        attn.q_proj = prune_linear_layer(attn.q_proj, q_rows, dim=0)
-        attn.k_proj = prune_linear_layer(attn.k_proj, kv_rows, dim=0)
-        attn.v_proj = prune_linear_layer(attn.v_proj, kv_rows, dim=0)
-        attn.o_proj = prune_linear_layer(attn.o_proj, q_rows, dim=1)
-        for attr in ("num_heads", "num_attention_heads"):
-            if hasattr(attn, attr):
-                setattr(attn, attr, len(groups) * per_group)
-        if hasattr(attn, "num_key_value_heads"):
-            attn.num_key_value_heads = len(groups)
-    config.num_attention_heads = len(keep[0]) * per_group
-    config.num_key_value_heads = len(keep[0])
-    config.head_dim = head_dim
-
-
 def _most_important(row: list[float], count: int) -> list[int]:
-    """The `count` groups of highest importance (ties: the lower index), in index order."""
+    """The `count` indices of highest importance (ties: the lower index), in index order."""
     ranked = sorted(range(len(row)), key=lambda g: (-row[g], g))
     return sorted(ranked[:count])
+
+
+def make_plan(
+    mixers: list[GroupedScores], channels: list[ChannelScores], shapes: dict[str, Shape],
+    channel_keep: int | None,
+) -> Plan:
+    """Per layer: the best groups, then the best units inside each kept group."""
+    plan = Plan(shapes=shapes)
+    for scores in mixers:
+        shape = shapes[scores.kind]
+        per_group = int(scores.units.shape[1])
+        kept_groups = _most_important(scores.group_importance(), shape.groups)
+        units: list[int] = []
+        for g in kept_groups:
+            row = [float(x) for x in scores.units[g]]
+            units += [g * per_group + u for u in _most_important(row, shape.per_group)]
+        plan.groups[scores.layer], plan.units[scores.layer] = kept_groups, units
+    if channel_keep is not None:
+        for c in channels:
+            plan.channels[c.layer] = [
+                _most_important([float(x) for x in row], channel_keep) for row in c.scores
+            ]
+    return plan
+
+
+def _rows(indices: list[int], block: int) -> list[int]:
+    return [i * block + r for i in indices for r in range(block)]
+
+
+def cut_state(
+    state: dict[str, Any], arch: Architecture, config: Any, plan: Plan
+) -> tuple[dict[str, Any], int]:
+    """The state dict with only the kept slices, and how many parameters were cut away."""
+    import torch
+
+    out = dict(state)
+    removed = 0
+    kinds = arch.layer_kinds_of(config)
+
+    def take(key: str, index: list[int], dim: int) -> None:
+        nonlocal removed
+        if key not in out:
+            raise ExecutorError(f"{arch.family}: the model has no tensor {key}; its map is wrong")
+        tensor = out[key]
+        kept = tensor.index_select(dim, torch.tensor(index, dtype=torch.long))
+        removed += tensor.numel() - kept.numel()
+        out[key] = kept.contiguous()
+
+    def take_if(key: str, index: list[int], dim: int) -> None:
+        if key in out:
+            take(key, index, dim)
+
+    for layer, units in plan.units.items():
+        prefix = f"model.layers.{layer}."
+        groups = plan.groups[layer]
+        if kinds[layer] == "attention":
+            a = arch.attention
+            hd = _head_dim(config)
+            base = f"{prefix}{a.module}."
+            q_rows = _rows(units, hd * (2 if a.gated_query else 1))
+            take(f"{base}{a.q_proj}.weight", q_rows, 0)
+            take_if(f"{base}{a.q_proj}.bias", q_rows, 0)
+            for name in (a.k_proj, a.v_proj):
+                take(f"{base}{name}.weight", _rows(groups, hd), 0)
+                take_if(f"{base}{name}.bias", _rows(groups, hd), 0)
+            take(f"{base}{a.o_proj}.weight", _rows(units, hd), 1)
+        else:
+            la = arch.linear_attention
+            assert la is not None
+            base = f"{prefix}{la.module}."
+            dk, dv = int(config.linear_key_head_dim), int(config.linear_value_head_dim)
+            key_dim = int(config.linear_num_key_heads) * dk
+            qk = _rows(groups, dk)
+            qkv_rows = qk + [key_dim + r for r in qk] + [2 * key_dim + r
+                                                        for r in _rows(units, dv)]
+            take(f"{base}{la.in_proj_qkv}.weight", qkv_rows, 0)
+            take(f"{base}{la.conv1d}.weight", qkv_rows, 0)
+            take_if(f"{base}{la.conv1d}.bias", qkv_rows, 0)
+            take(f"{base}{la.in_proj_z}.weight", _rows(units, dv), 0)
+            take(f"{base}{la.in_proj_a}.weight", units, 0)
+            take(f"{base}{la.in_proj_b}.weight", units, 0)
+            for name in la.per_value_head:
+                take(f"{base}{name}", units, 0)
+            take(f"{base}{la.out_proj}.weight", _rows(units, dv), 1)
+    for layer, per_expert in plan.channels.items():
+        prefix = f"model.layers.{layer}."
+        moe = arch.moe
+        sparse_key = f"{prefix}{moe.module}.{moe.experts}.{moe.gate_up_proj}" if moe else ""
+        if moe is not None and sparse_key in out:
+            gate_up = out[sparse_key]
+            width = int(gate_up.shape[1]) // 2
+            base = f"{prefix}{moe.module}.{moe.experts}."
+            ups, downs = [], []
+            for e, keep in enumerate(per_expert):
+                ups.append(gate_up[e][keep + [width + c for c in keep]])
+                downs.append(out[f"{base}{moe.down_proj}"][e][:, keep])
+            new_up, new_down = torch.stack(ups), torch.stack(downs)
+            removed += gate_up.numel() - new_up.numel()
+            removed += out[f"{base}{moe.down_proj}"].numel() - new_down.numel()
+            out[sparse_key], out[f"{base}{moe.down_proj}"] = new_up, new_down
+        else:
+            mlp = arch.mlp
+            assert mlp is not None
+            base = f"{prefix}{mlp.module}."
+            keep = per_expert[0]
+            take(f"{base}{mlp.gate_proj}.weight", keep, 0)
+            take(f"{base}{mlp.up_proj}.weight", keep, 0)
+            take(f"{base}{mlp.down_proj}.weight", keep, 1)
+    return out, removed
+
+
+def new_config(arch: Architecture, config: Any, plan: Plan) -> Any:
+    """A copy of `config` with the kept counts."""
+    import copy
+
+    out = copy.deepcopy(config)
+    shape = plan.shapes.get("attention")
+    if shape is not None:
+        out.head_dim = _head_dim(config)
+        out.num_attention_heads, out.num_key_value_heads = shape.units, shape.groups
+    shape = plan.shapes.get("linear_attention")
+    if shape is not None:
+        out.linear_num_key_heads, out.linear_num_value_heads = shape.groups, shape.units
+    if plan.channels:
+        widths = {len(k[0]) for k in plan.channels.values()}
+        (width,) = widths
+        if arch.moe is not None:
+            setattr(out, arch.moe.intermediate_key, width)
+        else:
+            assert arch.mlp is not None
+            setattr(out, arch.mlp.intermediate_key, width)
+    return out
+
+
+def apply_plan(model: Any, arch: Architecture, plan: Plan) -> tuple[Any, int]:
+    """A new model holding only the kept slices of `model`, and the parameters cut away.
+
+    The model is built from the new config and the state dict loaded strictly: a slice of
+    the wrong size (a wrong map) fails here, by tensor name.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = new_config(arch, model.config, plan)
+    state, removed = cut_state(model.state_dict(), arch, model.config, plan)
+    auto: Any = AutoModelForCausalLM  # untyped in transformers
+    with torch.random.fork_rng(devices=[]):
+        pruned = auto.from_config(config, dtype=torch.float32)
+    try:
+        pruned.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ExecutorError(f"{arch.family}: the pruned tensors do not fit the pruned config: "
+                            f"{e}") from e
+    pruned.to(next(model.parameters()).device)
+    pruned.eval()
+    return pruned, removed
+
+
+def _cut(model: Any, keep: list[list[int]]) -> Any:
+    """The model with only the KV groups `keep[layer]` (and all their heads) of every
+    attention layer: the in-memory twin of what a group-only prune saves."""
+    arch = for_config(model.config)
+    geo = [g for g in geometry(model, arch) if g.kind == "attention"]
+    per_group = geo[0].per_group
+    plan = Plan(shapes={"attention": Shape(len(keep[0]), per_group)})
+    for g, groups in zip(geo, keep, strict=True):
+        plan.groups[g.layer] = list(groups)
+        plan.units[g.layer] = [k * per_group + u for k in groups for u in range(per_group)]
+    return apply_plan(model, arch, plan)[0]
 
 
 def _structured(
     ctx: StageContext, stage: PruneStage, reporter: StageReporter, seed: int
 ) -> StageResult:
-    from foundry.executors.real.prune_scores import group_scores
-
     eager = "eager" if stage.strategy == "entropy" else None
     model, tokenizer = load_model(ctx.input_dir, device=ctx.device, attn_implementation=eager)
-    _attention_modules(model)
+    arch = for_config(model.config)
     config = model.config
-    heads_before, kv_before = int(config.num_attention_heads), int(config.num_key_value_heads)
+    geo = geometry(model, arch)
     params_before = param_count(model)
     notes: list[str] = []
-    remove = _groups_to_remove(stage, config, notes)
+    mlp_level = float(ctx.stage.get("mlpLevel") or 0)
+    if not 0 <= mlp_level <= 0.9:
+        raise ExecutorError(f"prune mlpLevel must be between 0 and 0.9; got {mlp_level}")
+
+    shapes: dict[str, Shape] = {}
+    for kind in dict.fromkeys(g.kind for g in geo):
+        first = next(g for g in geo if g.kind == kind)
+        valid = (lambda s: _valid_heads(config, s)) if kind == "attention" else None
+        shapes[kind] = choose_shape(
+            kind, first.groups, first.per_group, float(stage.level),
+            stage.min_heads_per_layer, stage.min_kv_heads_per_layer, notes, valid,
+        )
+    channel_keep = None
+    if mlp_level > 0:
+        width_key = arch.moe.intermediate_key if arch.moe else (
+            arch.mlp.intermediate_key if arch.mlp else "intermediate_size")
+        width = int(getattr(config, width_key))
+        channel_keep = max(1, width - round(mlp_level * width))
+        if arch.moe is not None and arch.moe.shared_expert:
+            notes.append("the shared expert's channels are not pruned")
 
     batches = 0
     windows = None
@@ -242,31 +440,73 @@ def _structured(
         )
     else:
         corpus_for(ctx)  # the corpus is still checked: the recipe pins it
-    importance, scores, kind = group_scores(
-        model, stage.strategy, windows, batch_size=ANALYSIS_BATCH_SIZE, seed=seed,
-        device=ctx.device, reporter=reporter,
+    mixers, mlps, score_kind, score_notes = unit_scores(
+        model, arch, stage.strategy, windows, batch_size=ANALYSIS_BATCH_SIZE, seed=seed,
+        device=ctx.device, reporter=reporter, channels=channel_keep is not None,
     )
-    keep = [_most_important(row, kv_before - remove) for row in importance]
-    if remove:
-        _cut(model, keep)
+    notes += score_notes
+    plan = make_plan(mixers, mlps, shapes, channel_keep)
+    cutting = channel_keep is not None or any(
+        shapes[g.kind].units < g.groups * g.per_group for g in geo)
+    predicted = params_before
+    if cutting:
+        model, removed = apply_plan(model, arch, plan)
+        predicted = params_before - removed
+    if param_count(model) != predicted:
+        raise ExecutorError(f"pruned model has {param_count(model)} parameters; the cut "
+                            f"predicts {predicted}")
     notes.append("no recovery fine-tune: follow with a train or lora stage to recover")
     save_model(model, tokenizer, ctx.output_dir)
-    reporter.progress(1.0, "saved")
+    reloaded = _reloaded_params(ctx.output_dir)
+    if reloaded != predicted:
+        raise ExecutorError(f"the saved pruned model reloads with {reloaded} parameters; the "
+                            f"cut predicts {predicted}")
+    reporter.progress(1.0, "saved and reloaded")
+    attention = [s for s in mixers if s.kind == "attention"]
+    linear = [s for s in mixers if s.kind == "linear_attention"]
     metrics: dict[str, Any] = {
         "strategy": stage.strategy,
         "level": stage.level,
-        "headsBefore": heads_before,
-        "headsAfter": int(model.config.num_attention_heads),
-        "kvHeadsBefore": kv_before,
-        "kvHeadsAfter": int(model.config.num_key_value_heads),
+        "architecture": arch.family,
         "paramsBefore": params_before,
-        "params": param_count(model),
+        "params": predicted,
+        "paramsReloaded": reloaded,
         "analysisBatches": batches,
-        "scoreKind": kind,
-        "scores": [[round(float(s), 6) for s in row] for row in scores],
-        "keptGroups": keep,
+        "scoreKind": score_kind,
     }
+    if attention:
+        before = geo[attention[0].layer]
+        metrics.update({
+            "headsBefore": before.groups * before.per_group,
+            "headsAfter": shapes["attention"].units,
+            "kvHeadsBefore": before.groups,
+            "kvHeadsAfter": shapes["attention"].groups,
+            "scores": [[round(x, 6) for x in s.raw_by_group(stage.strategy)] for s in attention],
+            "keptGroups": [plan.groups[s.layer] for s in attention],
+            "keptHeads": [plan.units[s.layer] for s in attention],
+        })
+    if linear:
+        before = geo[linear[0].layer]
+        metrics.update({
+            "valueHeadsBefore": before.groups * before.per_group,
+            "valueHeadsAfter": shapes["linear_attention"].units,
+            "keyHeadsBefore": before.groups,
+            "keyHeadsAfter": shapes["linear_attention"].groups,
+            "linearScores": [[round(x, 6) for x in s.raw_by_group(stage.strategy)]
+                             for s in linear],
+            "keptValueHeads": [plan.units[s.layer] for s in linear],
+        })
+    if channel_keep is not None:
+        metrics.update({"mlpLevel": mlp_level, "mlpChannelsAfter": channel_keep})
     return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
+
+
+def _reloaded_params(model_dir: Any) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    auto: Any = AutoModelForCausalLM  # untyped in transformers
+    return param_count(auto.from_pretrained(model_dir, dtype=torch.float32))
 
 
 class PruneExecutor:
