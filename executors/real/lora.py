@@ -4,14 +4,24 @@ The adapter (adapter_model.safetensors, adapter_config.json) is always an output
 `mergeAfter` the output model is `merge_and_unload()`; without it the output model is the
 input model unchanged and the adapter is the stage's product. `quantize: true` (QLoRA) is
 recorded as a note and run unquantized: this executor has no bitsandbytes path.
+
+`targetModules` are recipe names (`q_proj`, ..., `down_proj`) mapped onto the model through
+its family's `Architecture` (`foundry.executors.architectures`): on a Gated DeltaNet layer
+q/k/v_proj reach the fused `in_proj_qkv` and o_proj `out_proj`; on a sparse MLP,
+gate/up/down_proj reach the shared expert's Linears and the fused expert tensors (through
+peft's `target_parameters`). A name the maps do not know is matched against the model's
+Linear module names as written (`lm_head`, `in_proj_z`). The mapping is recorded in the
+stage's metrics (`targetMap`); a target that reaches nothing is an error, never skipped.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from foundry.domain.values.stages import LoraStage
+from foundry.executors.architectures import Architecture, for_config
 from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError
 from foundry.executors.real.common import (
@@ -32,24 +42,89 @@ SEQ_LEN = 256
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def _peft_model(model: Any, stage: LoraStage) -> Any:
+@dataclass
+class TargetMap:
+    """Where each recipe target landed: full module and parameter names, and per layer kind."""
+
+    modules: list[str] = field(default_factory=list)
+    parameters: list[str] = field(default_factory=list)
+    record: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def map_targets(model: Any, arch: Architecture, targets: list[str]) -> TargetMap:
+    """The modules and fused parameters each of `targets` reaches; unmatched ones raise."""
+    import torch
+
+    if not targets:
+        raise ExecutorError("lora targetModules is empty: name at least one module")
+    layers = model.model.layers
+    kinds = arch.layer_kinds_of(model.config)
+    linear_names = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    out = TargetMap()
+    missing: list[str] = []
+    for target in targets:
+        modules: list[str] = []
+        parameters: list[str] = []
+        by_kind: dict[str, set[str]] = {}
+        for i, (layer, kind) in enumerate(zip(layers, kinds, strict=True)):
+            sparse = arch.is_sparse(layer)
+            maps = [arch.lora_targets.get(kind, {}),
+                    arch.lora_moe_targets if sparse else arch.lora_mlp_targets]
+            for path in (p for m in maps for p in m.get(target, ())):
+                modules.append(f"model.layers.{i}.{path}")
+                by_kind.setdefault(kind, set()).add(path)
+            for path in arch.lora_parameter_targets.get(target, ()) if sparse else ():
+                parameters.append(f"model.layers.{i}.{path}")
+                by_kind.setdefault(f"{kind} experts", set()).add(path)
+        if not modules and not parameters:  # not a mapped name: match Linear names as written
+            modules = sorted(n for n in linear_names if n == target or n.endswith(f".{target}"))
+            if modules:
+                by_kind["as written"] = {target}
+        absent = [m for m in modules if m not in linear_names]
+        if absent:
+            raise ExecutorError(
+                f"lora target {target!r}: the {arch.family} map names {absent[0]}, which is no "
+                f"Linear module of {type(model).__name__}"
+            )
+        if not modules and not parameters:
+            missing.append(target)
+            continue
+        out.modules += modules
+        out.parameters += parameters
+        out.record[target] = {
+            **{kind: sorted(paths) for kind, paths in by_kind.items()},
+            "modules": len(set(modules)),
+            "parameters": len(set(parameters)),
+        }
+    if missing:
+        known = sorted({t for m in (*arch.lora_targets.values(), arch.lora_mlp_targets,
+                                    arch.lora_moe_targets, arch.lora_parameter_targets)
+                        for t in m})
+        raise ExecutorError(
+            f"lora targetModules {missing} match no module of {type(model).__name__} "
+            f"({arch.family}); its map knows {', '.join(known)}, or name a Linear module"
+        )
+    out.modules = sorted(set(out.modules))
+    out.parameters = sorted(set(out.parameters))
+    return out
+
+
+def _peft_model(model: Any, stage: LoraStage) -> tuple[Any, TargetMap]:
     from peft import LoraConfig, get_peft_model
 
-    present = {name.split(".")[-1] for name, _m in model.named_modules()}
-    missing = [m for m in stage.target_modules if m not in present]
-    if missing or not stage.target_modules:
-        raise ExecutorError(
-            f"lora targetModules {missing or stage.target_modules} match no module of "
-            f"{type(model).__name__}"
-        )
+    targets = map_targets(model, for_config(model.config), list(stage.target_modules))
+    extra: dict[str, Any] = {}
+    if targets.parameters:
+        extra["target_parameters"] = targets.parameters
     config = LoraConfig(
         r=stage.rank,
         lora_alpha=stage.alpha or 2 * stage.rank,
         lora_dropout=stage.dropout,
-        target_modules=list(stage.target_modules),
+        target_modules=targets.modules,  # never None: peft would pick defaults of its own
         task_type="CAUSAL_LM",
+        **extra,
     )
-    return get_peft_model(model, config)
+    return get_peft_model(model, config), targets
 
 
 class LoraExecutor:
@@ -87,7 +162,7 @@ class LoraExecutor:
             f"{stage.epochs} epoch(s) of {per_epoch} steps (at most {STEPS_PER_EPOCH_CAP} per "
             f"epoch) over {windows.shape[0]} windows of {seq_len} tokens, batch {stage.batch_size}"
         )
-        peft_model = _peft_model(model, stage)
+        peft_model, targets = _peft_model(model, stage)
         trainable, total = trainable_count(peft_model), param_count(peft_model)
         reporter.progress(0.05, f"LoRA r={stage.rank}: {trainable} of {total} params trainable")
         cfg = LoopConfig(
@@ -121,6 +196,7 @@ class LoraExecutor:
             "rank": stage.rank,
             "alpha": stage.alpha or 2 * stage.rank,
             "merged": stage.merge_after,
+            "targetMap": targets.record,
         }
         return StageResult(
             output_dir=ctx.output_dir, files=files, metrics=metrics, notes=tuple(notes)

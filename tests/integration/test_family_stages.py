@@ -25,6 +25,8 @@ from foundry.executors.architectures import FAMILIES
 from foundry.executors.base import StageContext, StageResult
 from foundry.executors.corpus import build_stdlib_corpus, corpus_ref
 from foundry.executors.errors import ExecutorError
+from foundry.executors.real import lora, train
+from foundry.executors.real.lora import LoraExecutor
 from foundry.executors.real.prune import (
     PruneExecutor,
     Shape,
@@ -32,6 +34,7 @@ from foundry.executors.real.prune import (
     make_plan,
 )
 from foundry.executors.real.prune_scores import geometry, unit_scores
+from foundry.executors.real.train import TrainExecutor
 from foundry.executors.scale_models import Widths, build_scale_model, default_config
 from foundry.executors.tiny_model import train_bpe_tokenizer
 
@@ -205,3 +208,43 @@ def test_a_model_of_an_unknown_family_is_refused(shared: dict[str, Any],
     stage = {"type": "prune", "strategy": "random", "level": 0.5}
     with pytest.raises(ExecutorError, match=r"'mistral'.*supported: gemma3, llama, qwen3"):
         run_stage(PruneExecutor(), stage, shared, foreign, tmp_path / "run")
+
+
+ALLOY_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_lora_maps_the_alloy_targets_on_every_family(
+    shared: dict[str, Any], family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lora, "STEPS_PER_EPOCH_CAP", 2)
+    model = scale_model(shared, family)
+    stage = {"type": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "epochs": 1,
+             "learningRate": "1e-3", "batchSize": 1, "targetModules": ALLOY_TARGETS,
+             "mergeAfter": True}
+    result = run_stage(LoraExecutor(), stage, shared, model, tmp_path)
+    m = result.metrics
+    arch = FAMILIES[family]
+    assert set(m["targetMap"]) == set(ALLOY_TARGETS)
+    assert m["params"] == sum(p.numel() for p in _load(model).parameters())
+    before, after = _load(model).state_dict(), _load(result.output_dir).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(".self_attn.q_proj." in k for k in changed)
+    if arch.linear_attention is not None:
+        assert set(m["targetMap"]["q_proj"]) >= {"attention", "linear_attention"}
+        assert m["targetMap"]["o_proj"]["linear_attention"] == ["linear_attn.out_proj"]
+        assert any(".linear_attn.in_proj_qkv." in k for k in changed)
+    if arch.moe is not None:
+        assert m["targetMap"]["gate_proj"]["parameters"] > 0
+        assert any(".mlp.experts.gate_up_proj" in k for k in changed)
+    else:
+        assert any(".mlp.gate_proj." in k for k in changed)
+
+
+def test_a_lora_target_that_matches_nothing_is_an_error(
+    shared: dict[str, Any], tmp_path: Path
+) -> None:
+    stage = {"type": "lora", "rank": 4, "epochs": 1, "learningRate": "1e-3", "batchSize": 1,
+             "targetModules": ["q_proj", "query_key_value"]}
+    with pytest.raises(ExecutorError, match=r"\['query_key_value'\] match no module.*qwen3_5"):
+        run_stage(LoraExecutor(), stage, shared, scale_model(shared, "qwen3_5"), tmp_path)
