@@ -6,6 +6,11 @@ can know (`results`, `receipt`, `integrity`, `alloyHash`, `hardwareVerified`, ..
 imported run whose artifact carries those fields exactly. Legacy quirks are upgraded, each
 with a migration note printed by the command and kept in the recipe's history (the reason of
 its Created event); the original shape is remembered so that export gives it back.
+
+Explicit nulls (`"hardware": null`) import as absent. So that an export writes back exactly
+what was imported, the recipe keeps an `IMPORT_RECORD`: where the file had nulls and which
+fields (defaults, migrations) validation added; export removes the added fields whose value is
+unchanged and puts the nulls back where the field is still absent.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ ARTIFACT_FIELDS = ("results", "receipt", "integrity", "alloyHash", "hardwareVeri
 LEGACY_MARK = "legacyType"
 # The hardwareNode of a run that happened elsewhere: no dispatcher ever executes it.
 IMPORTED_NODE = "imported"
+# The recipe field that remembers the file's own shape (see the module docstring).
+IMPORT_RECORD = "foundryImport"
 
 
 def read_alloy(path: Path) -> dict[str, Any]:
@@ -91,6 +98,7 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
     upgraded, notes = migrate(data)
     recipe_data, artifact_fields = split(upgraded)
     recipe = validate_recipe(recipe_data)
+    recipe[IMPORT_RECORD] = import_record(path.name, split(data)[0], recipe_data, recipe)
     _validate_run_fields(artifact_fields, recipe)
     digest = hashlib.sha256(raw).hexdigest()
     reason = "imported from " + path.name + ("; " + "; ".join(notes) if notes else "")
@@ -136,13 +144,13 @@ def export_alloy(foundry: Foundry, some_id: UUID) -> dict[str, Any]:
     """The forge-alloy form of a recipe (authored fields) or an artifact (recipe snapshot +
     results + receipt + integrity + alloyHash)."""
     if some_id in foundry.recipes.repository:
-        return _unmigrate(_recipe_part(foundry.recipes.get_recipe(some_id).data))
+        return _unmigrate(restore_shape(_recipe_part(foundry.recipes.get_recipe(some_id).data)))
     from foundry.adapters.store.run_lookup import run_of
     from foundry.domain.artifact_builder import build_artifact
 
     run = foundry.runs.get_run(run_of(foundry, some_id))
     artifact = build_artifact(run.state)
-    out = _recipe_part(run.state["recipe"])
+    out = restore_shape(_recipe_part(run.state["recipe"]))
     if run.state.get("imported"):
         out.update(copy.deepcopy(run.state["imported"]["fields"]))
     else:
@@ -165,3 +173,91 @@ def _unmigrate(data: dict[str, Any]) -> dict[str, Any]:
             stage.clear()
             stage.update({"type": "deliver", **legacy})
     return data
+
+
+# --- the file's own shape: explicit nulls and added fields -------------------------------------
+
+def import_record(file_name: str, original: dict[str, Any], upgraded: dict[str, Any],
+                  wire: dict[str, Any]) -> dict[str, Any]:
+    """What `restore_shape` needs to give the file back: JSON Pointers (RFC 6901) of its nulls,
+    and [pointer, value] of every field in the stored form that the file did not have (the
+    defaults validation filled in, the fields a migration added)."""
+    added = [[pointer(path), value] for path, value in _added(wire, upgraded, ())]
+    added += [[pointer((key,)), wire[key]] for key in upgraded
+              if key not in original and key in wire and [pointer((key,)), wire[key]] not in added]
+    return {"file": file_name, "nulls": [pointer(p) for p in _nulls(original, ())],
+            "added": added}
+
+
+def restore_shape(data: dict[str, Any]) -> dict[str, Any]:
+    """Undo what the import changed (see `import_record`), where the data still holds it: an
+    added field edited since stays, a null whose field has been set since stays set."""
+    record = data.pop(IMPORT_RECORD, None)
+    if not isinstance(record, dict):
+        return data
+    for entry in record.get("added") or []:
+        parent, key = _locate(data, str(entry[0]))
+        if parent is not None and _member(parent, key) and parent[key] == entry[1]:
+            del parent[key]
+    for where in record.get("nulls") or []:
+        parent, key = _locate(data, str(where))
+        if isinstance(parent, dict) and key not in parent:
+            parent[key] = None
+    return data
+
+
+def _nulls(value: Any, path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items()
+                for p in ([(*path, k)] if v is None else _nulls(v, (*path, k)))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nulls(v, (*path, i))]
+    return []
+
+
+def _added(wire: Any, given: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Any]]:
+    """(path, value) of each object member in `wire` that `given` lacks (or has as null)."""
+    if isinstance(wire, dict) and isinstance(given, dict):
+        return [found for k, v in wire.items()
+                for found in ([((*path, k), v)] if given.get(k) is None
+                              else _added(v, given[k], (*path, k)))]
+    if isinstance(wire, list) and isinstance(given, list) and len(wire) == len(given):
+        return [found for i, (w, g) in enumerate(zip(wire, given, strict=True))
+                for found in _added(w, g, (*path, i))]
+    return []
+
+
+def pointer(path: tuple[Any, ...]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _locate(doc: Any, where: str) -> tuple[Any, Any]:
+    """(the container holding the pointer's last token, that token); (None, None) when the
+    path no longer exists."""
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in where.split("/")[1:]]
+    if not tokens:
+        return None, None
+    node = doc
+    for token in tokens[:-1]:
+        node = _child(node, token)
+        if node is None:
+            return None, None
+    last: Any = tokens[-1]
+    if isinstance(node, list):
+        last = int(last) if last.isdigit() else None
+        return (node, last) if last is not None else (None, None)
+    return (node, last) if isinstance(node, dict) else (None, None)
+
+
+def _child(node: Any, token: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(token)
+    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+        return node[int(token)]
+    return None
+
+
+def _member(parent: Any, key: Any) -> bool:
+    if isinstance(parent, dict):
+        return key in parent
+    return isinstance(parent, list) and isinstance(key, int) and key < len(parent)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 SHA256_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -47,6 +47,16 @@ class Open(Frozen):
     """
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """Real alloys write `null` for an optional field they leave out (`"hardware": null`):
+        it means absent, so the field takes its default. The import remembers where the nulls
+        were, so that an export gives them back."""
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 def _check_sha256(value: str) -> str:

@@ -1,5 +1,6 @@
-"""`.alloy.json` import and export (adapters/alloy_io.py) on SQLite and PostgreSQL: every real
-file in ../shared/alloys, a round trip of an artifact forged here, and files that cannot be
+"""`.alloy.json` import and export (adapters/alloy_io.py) on SQLite and PostgreSQL: every fixture
+in tests/fixtures/alloys and every file of the external conformance corpus (tests/alloy_corpus.py
+says where it is looked for), a round trip of an artifact forged here, and files that cannot be
 imported.
 """
 
@@ -16,17 +17,25 @@ from uuid import UUID
 import pytest
 import structlog
 
-from foundry.adapters.publishing.alloy_io import export_alloy, import_alloy
 from foundry.adapters.commands.data import validate_recipe
+from foundry.adapters.publishing.alloy_io import export_alloy, import_alloy
 from foundry.domain.artifact_builder import artifact_id
 from foundry.domain.errors import InvalidInputError
 from foundry.projections.recipes.fold import META_FIELDS
-from tests.conftest import ROOT, SHARED, count_events, count_run_events, ok
+from tests.alloy_corpus import (
+    EXECUTED_FIXTURE,
+    FIXTURE_FILES,
+    NULLS_FIXTURE,
+    alloy_or_skip,
+    alloy_params,
+    corpus_files,
+    require_corpus,
+)
+from tests.conftest import ROOT, count_events, count_run_events, ok
 
 A = "forge_artifacts"
 R = "forge_recipes"
-ALLOYS = sorted((SHARED / "alloys").glob("*.alloy.json"))
-EXECUTED = SHARED / "alloys" / "qwen3.5-4b-code-balanced-executed.alloy.json"
+EXECUTED = EXECUTED_FIXTURE
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
@@ -76,17 +85,31 @@ def has_deliver(data: dict[str, Any]) -> list[int]:
     return [i for i, s in enumerate(data.get("stages") or []) if s.get("type") == "deliver"]
 
 
-# --- the real files --------------------------------------------------------------------------
+# --- the fixtures and the conformance corpus -------------------------------------------------
 
-def test_the_shared_alloys_are_there():
-    assert len(ALLOYS) >= 6, ALLOYS
-    assert EXECUTED in ALLOYS
-    assert any(has_deliver(json.loads(p.read_text())) for p in ALLOYS)
+def test_the_fixtures_cover_every_shape_of_the_real_alloys():
+    files = {p.name: json.loads(p.read_text()) for p in FIXTURE_FILES}
+    assert any(has_deliver(d) for d in files.values())
+    assert any("calibrationCorpora" in d for d in files.values())
+    assert any(any("id" in b and "value" not in b for b in d.get("priorMetricBaselines", []))
+               for d in files.values())
+    assert any(d.get("hardware", 0) is None for d in files.values())
+    assert any({"hardwareVerified", "samples"} <= set(d.get("results", {}))
+               for d in files.values())
+    known = set(validate_recipe(json.loads(NULLS_FIXTURE.read_text())))
+    assert any(set(d) - known - {"results", "forgedModelIds"} for d in files.values())
 
 
-@pytest.mark.parametrize("path", ALLOYS, ids=[p.name.removesuffix(".alloy.json")
-                                              for p in ALLOYS])
-def test_a_shared_alloy_imports_and_exports_without_losing_a_field(foundry, path):
+def test_the_conformance_corpus_is_there_or_the_skip_says_where_it_looked():
+    files = require_corpus()
+    executed = [p for p in files if "results" in json.loads(p.read_text())]
+    assert executed, files
+    assert any(has_deliver(json.loads(p.read_text())) for p in files)
+
+
+@pytest.mark.parametrize("path", alloy_params())
+def test_an_alloy_imports_and_exports_without_losing_a_field(foundry, path):
+    path = alloy_or_skip(path)
     original = json.loads(path.read_text(encoding="utf-8"))
     result = import_alloy(foundry, path)
 
@@ -125,10 +148,11 @@ def test_a_shared_alloy_imports_and_exports_without_losing_a_field(foundry, path
     else:
         assert result["runId"] is None
 
-    # Export keeps every field of the file, the legacy stage in its legacy shape.
+    # Export gives the file back, key by key: the legacy stage in its legacy shape, explicit
+    # nulls as nulls, no field the file did not have.
     exported = export_alloy(foundry, UUID(result["runId"] or result["recipeId"]))
-    missing = set(leaves(original)) - set(leaves(exported))
-    assert not missing, sorted(missing)[:10]
+    assert sorted(leaves(exported)) == sorted(leaves(original))
+    assert exported == original
     for i in delivers:
         assert exported["stages"][i]["type"] == "deliver"
 
@@ -141,15 +165,33 @@ def test_a_shared_alloy_imports_and_exports_without_losing_a_field(foundry, path
     assert [i["id"] for i in listed["items"]] == [result["recipeId"]]
 
 
-def test_every_shared_alloy_imports_into_one_store_once(foundry):
-    results = [import_alloy(foundry, p) for p in ALLOYS]
+def test_a_null_for_an_optional_field_imports_as_absent_and_exports_as_null(foundry):
+    original = json.loads(NULLS_FIXTURE.read_text())
+    assert original["hardware"] is None and original["source"]["revision"] is None
+    result = import_alloy(foundry, NULLS_FIXTURE)
+    recipe = read(foundry, R, result["recipeId"])
+    # Absent: the default (hardware) or nothing at all (revision, the stage's dataset).
+    assert recipe["hardware"] == validate_recipe({**original, "hardware": None})["hardware"]
+    assert isinstance(recipe["hardware"], dict)
+    assert "revision" not in recipe["source"] and "dataset" not in recipe["stages"][0]
+    assert recipe["description"] == ""
+    # An edit of a field the file had as null is kept by the export; the other nulls are not.
+    ok(foundry.execute("data/update", {"collection": R, "id": result["recipeId"],
+                                       "data": {"description": "now set"}}))
+    exported = export_alloy(foundry, UUID(result["recipeId"]))
+    assert exported == {**original, "description": "now set"}
+
+
+def test_every_alloy_imports_into_one_store_once(foundry):
+    paths = FIXTURE_FILES + corpus_files()  # the corpus too, where there is one
+    results = [import_alloy(foundry, p) for p in paths]
     before = counts(foundry)
-    assert [import_alloy(foundry, p) for p in ALLOYS] == results
+    assert [import_alloy(foundry, p) for p in paths] == results
     assert counts(foundry) == before
     recipes = ok(foundry.execute("data/list", {"collection": R, "limit": 100}))
-    assert recipes["count"] == len(ALLOYS)
+    assert recipes["count"] == len(paths)
     artifacts = ok(foundry.execute("data/list", {"collection": A, "limit": 100}))
-    assert artifacts["count"] == sum("results" in json.loads(p.read_text()) for p in ALLOYS)
+    assert artifacts["count"] == sum("results" in json.loads(p.read_text()) for p in paths)
 
 
 # --- an artifact forged here -----------------------------------------------------------------

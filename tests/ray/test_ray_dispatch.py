@@ -244,9 +244,9 @@ def test_a_run_that_cannot_be_submitted_holds_up_no_other_and_is_given_up(
 
 def test_an_imported_run_is_never_dispatched(store, tmp_path):
     from foundry.adapters.publishing.alloy_io import import_alloy
-    from tests.conftest import SHARED
+    from tests.alloy_corpus import EXECUTED_FIXTURE
 
-    path = SHARED / "alloys" / "qwen3.5-4b-code-balanced-executed.alloy.json"
+    path = EXECUTED_FIXTURE
     with DispatcherThread(store, task_env(tmp_path)) as dispatcher:
         run_id = import_alloy(store, path)["runId"]
         time.sleep(1.0)

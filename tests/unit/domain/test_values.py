@@ -1,4 +1,5 @@
-"""The value types against the spec (ALLOY-FORMAT.md sections 2 to 4) and the real alloys."""
+"""The value types against the spec (ALLOY-FORMAT.md sections 2 to 4), the alloy fixtures and
+the real alloys of the external conformance corpus (tests/alloy_corpus.py)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,19 @@ from foundry.domain.values import (
     Stage,
     TrainStage,
 )
+from tests.alloy_corpus import (
+    DELIVER_FIXTURE,
+    EXECUTED_FIXTURE,
+    NULLS_FIXTURE,
+    alloy_or_skip,
+    alloy_params,
+    require_corpus,
+)
 
-ALLOYS = Path(__file__).resolve().parents[3].parent / "shared" / "alloys"
-ALLOY_FILES = sorted(ALLOYS.glob("*.alloy.json"))
 RUN_ONLY_FIELDS = ("results", "receipt", "integrity", "alloyHash", "hardwareVerified")
 LEGACY_STAGE_TYPES = ("deliver",)
-EXECUTED = "qwen3.5-4b-code-balanced-executed.alloy.json"
+# The fixtures always; the conformance corpus's files where it is found (see alloy_params).
+ALLOY_FILES = [p.values[0] for p in alloy_params() if p.values[0] is not None]
 STAGE = TypeAdapter(Stage)
 HASH = "sha256:" + "0123456789abcdef" * 4
 
@@ -55,16 +63,17 @@ def validate_authored_part(alloy: dict[str, Any]) -> ForgeRecipe:
     """Validate the authored part; every top-level field ForgeRecipe does not know is kept."""
     authored = authored_part(alloy)
     recipe = ForgeRecipe.model_validate(authored)
-    unknown = {key: value for key, value in authored.items() if key not in RECIPE_FIELDS}
+    unknown = {key: value for key, value in authored.items()
+               if key not in RECIPE_FIELDS and value is not None}  # a null is absent
     assert recipe.model_extra == unknown
     return recipe
 
 
 def stage_cases() -> list[Any]:
     return [
-        pytest.param(stage, id=f"{path.name.removesuffix('.alloy.json')}-{index}-{stage['type']}")
-        for path in ALLOY_FILES
-        for index, stage in enumerate(load(path)["stages"])
+        pytest.param(stage, id=f"{case.id}-{index}-{stage['type']}")
+        for case in alloy_params() if case.values[0] is not None
+        for index, stage in enumerate(load(case.values[0])["stages"])
         if stage["type"] not in LEGACY_STAGE_TYPES
     ]
 
@@ -94,35 +103,59 @@ def contained_in(original: Any, wire: Any) -> bool:
     return bool(original == wire)
 
 
+def without_nulls(value: Any) -> Any:
+    """The value with every object member that is null left out: what it means."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def test_a_null_optional_field_validates_as_if_it_were_absent() -> None:
+    with_nulls = authored_part(load(NULLS_FIXTURE))
+    assert with_nulls["hardware"] is None and with_nulls["stages"][0]["dataset"] is None
+    recipe = ForgeRecipe.model_validate(with_nulls)
+    assert recipe == ForgeRecipe.model_validate(without_nulls(with_nulls))
+    assert recipe.hardware.supports_cpu is False and recipe.source.revision is None
+    assert "unknownButNull" not in recipe.to_wire() and "hardware" in recipe.to_wire()
+    # A null required field is still missing, and says so.
+    with pytest.raises(ValidationError) as error:
+        ForgeRecipe.model_validate({**with_nulls, "source": {"baseModel": None,
+                                                            "architecture": "qwen3_5"}})
+    assert error_locs(error) == [("source", "baseModel")]
+
+
 def error_locs(error: pytest.ExceptionInfo[ValidationError]) -> list[tuple[int | str, ...]]:
     return [tuple(e["loc"]) for e in error.value.errors()]
 
 
-def test_the_shared_alloys_are_where_the_tests_expect_them() -> None:
-    assert len(ALLOY_FILES) == 6
+def test_the_conformance_corpus_is_where_the_tests_expect_it() -> None:
+    assert len(require_corpus()) >= 6
 
 
 @pytest.mark.parametrize("stage", stage_cases())
-def test_every_stage_of_every_shared_alloy_validates_and_round_trips(
+def test_every_stage_of_every_alloy_validates_and_round_trips(
     stage: dict[str, Any],
 ) -> None:
     model = STAGE.validate_python(stage)
     assert model.type == stage["type"]
-    assert contained_in(stage, model.to_wire())
+    assert contained_in(without_nulls(stage), model.to_wire())
     assert STAGE.validate_python(model.to_wire()) == model
 
 
-@pytest.mark.parametrize("path", ALLOY_FILES, ids=lambda p: p.name)
-def test_the_authored_part_of_every_shared_alloy_validates_and_keeps_its_extras(
-    path: Path,
+@pytest.mark.parametrize("path", alloy_params())
+def test_the_authored_part_of_every_alloy_validates_and_keeps_its_extras(
+    path: Path | None,
 ) -> None:
+    path = alloy_or_skip(path)
     recipe = validate_authored_part(load(path))
     assert recipe.name == load(path)["name"]
 
 
-@pytest.mark.parametrize("path", ALLOY_FILES, ids=lambda p: p.name)
-def test_a_round_trip_through_the_wire_form_keeps_every_key(path: Path) -> None:
-    authored = authored_part(load(path))
+@pytest.mark.parametrize("path", alloy_params())
+def test_a_round_trip_through_the_wire_form_keeps_every_key(path: Path | None) -> None:
+    authored = without_nulls(authored_part(load(alloy_or_skip(path))))
     wire = ForgeRecipe.model_validate(authored).to_wire()
     assert set(authored) <= set(wire)
     assert contained_in(authored, wire)
@@ -130,12 +163,12 @@ def test_a_round_trip_through_the_wire_form_keeps_every_key(path: Path) -> None:
 
 
 def test_unknown_top_level_fields_of_an_executed_alloy_are_kept_on_the_wire() -> None:
-    recipe = validate_authored_part(load(ALLOYS / EXECUTED))
-    assert recipe.to_wire()["forgedModelIds"] == load(ALLOYS / EXECUTED)["forgedModelIds"]
+    recipe = validate_authored_part(load(EXECUTED_FIXTURE))
+    assert recipe.to_wire()["forgedModelIds"] == load(EXECUTED_FIXTURE)["forgedModelIds"]
 
 
 def test_a_legacy_deliver_stage_is_refused_rather_than_silently_dropped() -> None:
-    legacy = load(ALLOYS / "01-qwen3.5-9b-code-128k.alloy.json")
+    legacy = load(DELIVER_FIXTURE)
     with pytest.raises(ValidationError) as error:
         ForgeRecipe.model_validate(legacy)
     [problem] = error.value.errors()
@@ -418,7 +451,7 @@ def test_an_artifact_snapshots_every_authored_field_it_names() -> None:
     assert set(RECIPE_SNAPSHOT_FIELDS) <= RECIPE_FIELDS
     artifact_fields = {field.alias for field in ForgeArtifact.model_fields.values()}
     assert set(RECIPE_SNAPSHOT_FIELDS) <= artifact_fields
-    recipe = ForgeRecipe.model_validate(authored_part(load(ALLOYS / EXECUTED))).to_wire()
+    recipe = ForgeRecipe.model_validate(authored_part(load(EXECUTED_FIXTURE))).to_wire()
     snapshot = {key: recipe[key] for key in RECIPE_SNAPSHOT_FIELDS if key in recipe}
     artifact = ForgeArtifact.model_validate(
         {"id": "a1", "recipeId": "r1", "recipeVersion": recipe["version"], **snapshot}
@@ -427,25 +460,25 @@ def test_an_artifact_snapshots_every_authored_field_it_names() -> None:
 
 
 def test_the_results_of_the_executed_alloy_validate() -> None:
-    results = load(ALLOYS / EXECUTED)["results"]
+    results = load(EXECUTED_FIXTURE)["results"]
     model = Results.model_validate(results)
     assert [b.name for b in model.benchmarks] == ["humaneval", "mmlu", "gsm8k"]
-    assert model.benchmarks[0].metrics["passing"] == 63
-    assert model.to_wire().keys() == results.keys()
-    assert contained_in(results, model.to_wire())
+    assert model.benchmarks[0].metrics["passing"] == 41
+    assert model.to_wire().keys() == without_nulls(results).keys()
+    assert contained_in(without_nulls(results), model.to_wire())
     for profile in results["hardwareVerified"]:
         assert HardwareVerified.model_validate(profile).to_wire() == profile
 
 
 def test_a_placeholder_model_hash_in_an_attestation_is_refused() -> None:
-    integrity = load(ALLOYS / EXECUTED)["results"]["integrity"]
+    integrity = load(EXECUTED_FIXTURE)["results"]["integrity"]
     with pytest.raises(ValidationError) as error:
         Integrity.model_validate(integrity)
     assert error_locs(error) == [("modelHash",)]
     fixed = Integrity.model_validate({**integrity, "modelHash": HASH})
     assert fixed.trust_level == "self-attested"
     assert fixed.code is not None
-    assert fixed.code.runner == "sentinel-ai/forge_model"
+    assert fixed.code.runner == "foundry-tests/forge"
     assert "certifications" in (fixed.model_extra or {})
 
 
