@@ -15,9 +15,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from foundry.adapters.store.lease import RunLease
-from foundry.adapters.runs.orchestrator import utc_now
+from foundry.adapters.clock import utc_now
 from foundry.adapters.runs.launch import ClusterDispatcher, InProcessDispatcher
+from foundry.adapters.store.lease import RunLease
 from tests.conftest import ROOT, ok
 
 R = "forge_recipes"
@@ -189,8 +189,9 @@ def test_workers_open_the_store_without_creating_tables(tmp_path):
         with pytest.raises(StoreUnavailableError, match="run `foundry db init` once"):
             Foundry.open(url, state_dir=tmp_path, create_tables=False)
         assert tables() == 0
-        init = subprocess.run([sys.executable, "-m", "foundry.adapters.cli.main", "--db", url, "db", "init"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        init = subprocess.run(
+            [sys.executable, "-m", "foundry.adapters.cli.main", "--db", url, "db", "init"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert init.returncode == 0, init.stderr
         created = tables()
         assert created >= 6

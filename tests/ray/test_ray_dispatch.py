@@ -180,9 +180,9 @@ def test_the_cli_forge_run_under_ray_shows_why_it_waits_and_each_stage(
                                                  "data": recipe(recipe_data)}))["id"]
     with DispatcherThread(store, task_env(tmp_path, sleep=0.3)):
         cli = subprocess.run(
-            [sys.executable, "-m", "foundry.adapters.cli.main", "--db", store.config.url, "forge", "run",
-             recipe_id, "--node", f"{CLASS_B}@any"], cwd=ROOT, capture_output=True, text=True,
-            timeout=120, env={**os.environ, "FOUNDRY_DISPATCHER": "ray"})
+            [sys.executable, "-m", "foundry.adapters.cli.main", "--db", store.config.url, "forge",
+             "run", recipe_id, "--node", f"{CLASS_B}@any"], cwd=ROOT, capture_output=True,
+            text=True, timeout=120, env={**os.environ, "FOUNDRY_DISPATCHER": "ray"})
     assert cli.returncode == 0, cli.stderr
     out = cli.stdout + cli.stderr
     assert "[foundry] waiting: " in out
@@ -293,8 +293,9 @@ def _dispatcher_process(store: Any, tmp_path: Path, env: dict[str, str],
                         address: str) -> subprocess.Popen[bytes]:
     log = (tmp_path / "dispatcher.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "foundry.adapters.cli.main", "--db", store.config.url, "--log-level", "INFO",
-         "dispatcher", "--address", address, "--poll", "0.1", "--lease-wait", "30"],
+        [sys.executable, "-m", "foundry.adapters.cli.main", "--db", store.config.url,
+         "--log-level", "INFO", "dispatcher", "--address", address, "--poll", "0.1",
+         "--lease-wait", "30"],
         cwd=ROOT, stdout=log, stderr=log,
         env={**os.environ, **env, "FOUNDRY_STATE_DIR": str(store.state_dir)})
 
@@ -353,8 +354,8 @@ def test_foundry_worker_joins_with_its_labels_and_takes_runs_for_its_class(
         cluster, store, recipe_data, tmp_path):
     log = (tmp_path / "worker.log").open("ab")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "foundry.adapters.cli.main", "worker", "--class", "cls-c", "--site", "desk",
-         "--address", cluster.address, "--num-cpus", "1", "--num-gpus", "0"],
+        [sys.executable, "-m", "foundry.adapters.cli.main", "worker", "--class", "cls-c",
+         "--site", "desk", "--address", cluster.address, "--num-cpus", "1", "--num-gpus", "0"],
         cwd=ROOT, stdout=log, stderr=log,
         env={k: v for k, v in os.environ.items() if not k.startswith("FOUNDRY_")},
         start_new_session=True)
