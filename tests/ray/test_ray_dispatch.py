@@ -225,7 +225,7 @@ def test_a_run_no_worker_can_take_stays_queued_and_status_says_why(
 
 def test_a_run_that_cannot_be_submitted_holds_up_no_other_and_is_given_up(
         store, recipe_data, tmp_path):
-    from foundry.adapters.runs.orchestrator import utc_now
+    from foundry.adapters.clock import utc_now
     from foundry.domain.hashing import content_hash
 
     data = recipe(recipe_data)
