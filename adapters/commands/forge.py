@@ -10,12 +10,12 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from foundry.adapters.clock import utc_now
 from foundry.adapters.commands.data import data_list
 from foundry.adapters.commands.registry import CommandSpec
 from foundry.adapters.commands.validation import parse_uuid
 from foundry.adapters.errors import CommandConflictError
 from foundry.adapters.runs.launch import waiting_reason
-from foundry.adapters.runs.orchestrator import utc_now
 from foundry.adapters.runs.progress import read_beat
 from foundry.adapters.store.forge_runs import run_id_for
 from foundry.adapters.store.run_lookup import run_of

@@ -20,8 +20,7 @@ from uuid import UUID
 
 import structlog
 
-# Re-exported while adapters/commands/forge.py still imports it from here.
-from foundry.adapters.clock import utc_now as utc_now
+from foundry.adapters.clock import utc_now
 from foundry.adapters.runs.progress import RunReporter
 from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
 from foundry.adapters.store.forge_runs import ForgeRuns
