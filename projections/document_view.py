@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,12 +28,14 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteConnection, SQLiteTrackingRecorder
 from psycopg import Copy, Cursor
+from psycopg.errors import InvalidRegularExpression
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg.types.json import set_json_dumps
 
 from foundry.projections.batching import fold_batch, last_tracking
-from foundry.projections.query import TableSpec
+from foundry.projections.query import QueryError, TableSpec
+from foundry.projections.query_regex import regex_budget, sqlite_regexp
 
 Kind = Literal["text", "int", "real", "bool", "json"]
 Row = dict[str, Any]
@@ -296,14 +300,22 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
         return bulk.events
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, list(params))
+        with self._reading() as c:
+            _execute_query(c, sql, params)
             return [self.schema.load(r) for r in c.fetchall()]
 
     def scalar(self, sql: str, params: Sequence[Any]) -> Any:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, list(params))
+        with self._reading() as c:
+            _execute_query(c, sql, params)
             return c.fetchone()[0]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A read transaction on a connection that knows REGEXP (`$regex` filters)."""
+        with self.datastore.get_connection(commit=False) as conn, \
+                conn.transaction(commit=False) as c:
+            with_regexp(conn)
+            yield c
 
     def get(self, key: str) -> Row | None:
         """The row with this key, or None."""
@@ -467,12 +479,12 @@ class PostgresDocumentView(PostgresTrackingRecorder):
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(sql.encode(), list(params))
+            _execute_pg_query(curs, sql, params)
             return [self.schema.load(r) for r in curs.fetchall()]
 
     def scalar(self, sql: str, params: Sequence[Any]) -> Any:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(sql.encode(), list(params))
+            _execute_pg_query(curs, sql, params)
             row = curs.fetchone()
             assert row is not None
             return next(iter(row.values()))
@@ -485,6 +497,37 @@ class PostgresDocumentView(PostgresTrackingRecorder):
 
     def placeholder(self) -> str:
         return "%s"
+
+
+# The connections REGEXP is registered on. SQLite's create_function expires every prepared
+# statement of the connection, so it is done once per connection, not once per query.
+_WITH_REGEXP: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
+
+
+def with_regexp(connection: SQLiteConnection) -> None:
+    """Give `connection` the `regexp` function `$regex` compiles to (query_regex)."""
+    if connection not in _WITH_REGEXP:
+        connection._sqlite_conn.create_function("regexp", 2, sqlite_regexp, deterministic=True)
+        _WITH_REGEXP.add(connection)
+
+
+def _execute_query(c: Any, sql: str, params: Sequence[Any]) -> None:
+    """Run a read query; a `$regex` that ran out of time (SQLite aborts the statement) is the
+    caller's error, reported as such rather than as a store failure."""
+    with regex_budget() as budget:
+        try:
+            c.execute(sql, list(params))
+        except sqlite3.OperationalError:
+            if budget.exceeded:
+                raise QueryError("filter", f"$regex: {budget.exceeded}") from None
+            raise
+
+
+def _execute_pg_query(curs: Cursor[DictRow], sql: str, params: Sequence[Any]) -> None:
+    try:
+        curs.execute(sql.encode(), list(params))
+    except InvalidRegularExpression as e:  # query_regex's subset should never get here
+        raise QueryError("filter", f"$regex refused by PostgreSQL: {e}") from None
 
 
 class _CopyStream:

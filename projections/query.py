@@ -14,9 +14,11 @@ uses its column, any other reads the document. Semantics, identical on both dial
   ``$nin`` match everything ``$eq``/``$in`` do not, nulls and missing paths included.
 * ``$contains``: an array holding an equal element, or (string argument) a string containing it
   as a substring. On a promoted column only for kind "text" (substring).
-* ``$regex``: ``re.search``-like on strings; PostgreSQL uses ``~`` (POSIX ARE), so keep patterns
-  to the common subset. SQLite has no REGEXP built in: register :func:`sqlite_regexp` with
-  ``conn.create_function("regexp", 2, sqlite_regexp, deterministic=True)``.
+* ``$regex``: "matches somewhere" on strings, in the subset ``query_regex`` documents (the same
+  answer on both dialects); a pattern outside it is a QueryError naming the field. SQLite has no
+  REGEXP built in: the views register :func:`sqlite_regexp` on every connection.
+* At most ``MAX_PARAMS`` bound values per query (PostgreSQL stops at 65,535, SQLite at 32,766):
+  a bigger filter is the caller's error, not the store's.
 
 Ordering: at most 4 ``{field, direction}`` entries; the key column is appended as the final
 tie-breaker (in the direction of the last entry). NULL (and a missing JSON path) is the smallest
@@ -46,9 +48,10 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
+from foundry.projections.query_regex import RegexSubsetError, sqlite_regexp
+from foundry.projections.query_regex import parse as parse_regex
 from foundry.projections.query_sql import (
     Column,
     Dialect,
@@ -76,6 +79,7 @@ OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$contai
 _RANGE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 KINDS = frozenset({"text", "int", "real", "bool", "timestamp"})
 MAX_LIMIT, MAX_ORDER, MAX_IN, MAX_DEPTH = 500, 4, 500, 8
+MAX_PARAMS = 5_000
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 
 
@@ -99,16 +103,6 @@ class CompiledQuery:
     sql: str
     params: list[Any]
     order: list[tuple[str, str]]
-
-
-def sqlite_regexp(pattern: str, value: object) -> bool:
-    """SQLite ``regexp(pattern, value)``: ``re.search``; False for NULL and non-strings."""
-    return isinstance(value, str) and _regex(pattern).search(value) is not None
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def compile_list(
@@ -145,6 +139,7 @@ def compile_list(
         where.append(any_of(seek))
     terms = ", ".join(term for _, desc, target in keys for term in target.order(desc))
     sql, params = _select(spec, dialect, select, where)
+    _check_params(params)
     ph = "?" if dialect == "sqlite" else "%s"
     return CompiledQuery(f"{sql} ORDER BY {terms} LIMIT {ph}", [*params, limit + 1], order)
 
@@ -158,7 +153,14 @@ def compile_count(
     """``SELECT COUNT(*)`` of the rows matching ``filter`` (and ``base_where``)."""
     _check_dialect(dialect)
     sql, params = _select(spec, dialect, "COUNT(*)", _where(spec, dialect, filter))
+    _check_params(params)
     return CompiledQuery(sql, params, [])
+
+
+def _check_params(params: Sequence[Any]) -> None:
+    if len(params) > MAX_PARAMS:
+        raise QueryError("filter", f"needs {len(params)} bound values; at most {MAX_PARAMS} "
+                         "(split the query, or use fewer $in values and conditions)")
 
 
 def make_cursor(row_sort_values: Sequence[Any], key: Any, order: Sequence[tuple[str, str]]) -> str:
@@ -299,10 +301,11 @@ def _condition(field: str, target: Target, kind: str, op: Any, arg: Any) -> Frag
         if kind not in ("json", "text", "any") or not isinstance(arg, str):
             raise QueryError(field, "$regex needs a string pattern and a text field")
         try:
-            _regex(arg)
-        except re.error as exc:
-            raise QueryError(field, f"invalid $regex: {exc}") from None
-        return target.regex(arg)
+            pattern = parse_regex(arg)
+        except RegexSubsetError as exc:
+            raise QueryError(field, f"$regex outside the supported subset: {exc} "
+                             "(see projections/query_regex.py)") from None
+        return target.regex(pattern.python if target.dialect == "sqlite" else pattern.postgres)
     raise QueryError(field, f"unknown operator {op!r}; allowed: {', '.join(OPERATORS)}")
 
 

@@ -79,7 +79,16 @@ def cond(x: Any, op: str, v: Any) -> bool:
             return any(eq(e, v) for e in x)
         return isinstance(x, str) and isinstance(v, str) and v in x
     assert op == "$regex"
-    return isinstance(x, str) and re.search(v, x) is not None
+    return isinstance(x, str) and re.search(reference_pattern(v), x, RE_FLAGS) is not None
+
+
+# PostgreSQL's `~` semantics, written with Python's own `re` (not with query_regex, which this
+# checks): `.` crosses newlines, classes are ASCII, `$` is the end of the string only.
+RE_FLAGS = re.DOTALL | re.ASCII
+
+
+def reference_pattern(pattern: str) -> str:
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
 
 
 def matches(doc: dict[str, Any], flt: Mapping[str, Any]) -> bool:
@@ -340,7 +349,10 @@ def test_cursor_refused_for_other_order_and_malformed(db: Db) -> None:
     ({"flt": {"active": {"$gt": True}}}, "active", "number or string"),
     ({"flt": {"size": {"$contains": 1}}}, "size", "$contains"),
     ({"flt": {"note": {"$contains": None}}}, "note", "null"),
-    ({"flt": {"note": {"$regex": "("}}}, "note", "invalid $regex"),
+    ({"flt": {"note": {"$regex": "("}}}, "note", "$regex outside the supported subset"),
+    ({"flt": {"note": {"$regex": "\\bword"}}}, "note", "$regex outside the supported subset"),
+    ({"flt": {"name": {"$in": ["x"] * 500}, "$or": [{"size": i} for i in range(4_600)]}},
+     "filter", "bound values"),
     ({"flt": {"createdAt": "yesterday"}}, "createdAt", "timestamp"),
     ({"flt": {"a..b": 1}}, "a..b", "invalid field path"),
     ({"flt": {"source.base-model": 1}}, "source.base-model", "invalid field path"),
@@ -392,7 +404,8 @@ def test_unknown_dialect() -> None:
 
 
 def test_sqlite_regexp() -> None:
-    assert sqlite_regexp("^a.c$", "abc")
+    # It takes query_regex's Python spelling (what compile_list binds), not the raw pattern.
+    assert sqlite_regexp("^a.c\\Z", "abc")
     assert not sqlite_regexp("b", None)
     assert not sqlite_regexp("1", 1)
     assert sqlite_regexp("b", "abc")
@@ -497,3 +510,142 @@ def test_sqlite_order_and_paging_match_reference(
         k, doc = rows[limit - 1]
         q, rows = page(make_cursor([get(doc, p) for p, _ in q.order[:-1]], k, q.order))
     assert seen == expected
+
+
+# -- property: both stores agree with the reference through Foundry.execute, $regex included ----
+
+# Values chosen where the engines differ: a final newline ($), a newline (.), non-ASCII digits
+# and letters (\d, \w), tabs (\s), metacharacters as literals.
+RECIPE_TEXTS = ["alpha", "Alpha-2", "tiny\n", "a\nb", "x٣y", "é_1", "tab\there", "cost $5",
+                "{x}", "[a]", "b.c", "", "AB12", "zz\r\n", "q?q", "10", "Ω"]
+REGEX_ATOMS = ["a", "b", "A", "1", "é", "x", ".", "\\.", "\\$", "\\{", "\\[", "\\?", "\\d", "\\w",
+               "\\s", "\\D", "\\W", "\\S", "[a-c]", "[^a]", "[\\d_]", "[A-Z0-9]", "\\n", "\\t"]
+QUANTS = ["", "", "", "*", "+", "?", "{2}", "{1,}", "{0,2}"]
+
+
+def _regex_strategy() -> st.SearchStrategy[str]:
+    atom = st.builds(lambda a, q: a + q, st.sampled_from(REGEX_ATOMS), st.sampled_from(QUANTS))
+    seq = st.lists(atom, min_size=1, max_size=4).map("".join)
+    group = st.builds(lambda a, b, q: f"({a}|{b}){q}", seq, seq, st.sampled_from(QUANTS))
+    body = st.lists(st.one_of(seq, group), min_size=1, max_size=2).map("".join)
+    return st.builds(lambda pre, b, post: pre + b + post,
+                     st.sampled_from(["", "", "^"]), body, st.sampled_from(["", "", "$"]))
+
+
+REGEX = _regex_strategy()
+
+
+def _recipe_doc(i: int, text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": f"r{i:02d}", "version": f"1.{i % 3}.0", "description": text,
+                           "tags": [t for t in RECIPE_TEXTS[i % 5: i % 5 + (i % 3)]],
+                           "cycles": 1 + i % 4,
+                           "source": {"baseModel": f"org/m{i % 4}", "architecture": "qwen3_5"}}
+    if i % 2:
+        doc["author"] = RECIPE_TEXTS[(i * 7) % len(RECIPE_TEXTS)]
+    return doc
+
+
+RECIPE_DOCS = [_recipe_doc(i, t) for i, t in enumerate(RECIPE_TEXTS)]
+RECIPE_PATHS = ["description", "author", "tags.0", "name", "source.baseModel"]
+
+
+def _recipe_condition(path: str) -> st.SearchStrategy[dict[str, Any]]:
+    text = st.sampled_from(RECIPE_TEXTS)
+    ops = [text, st.fixed_dictionaries({"$ne": text}),
+           st.builds(lambda v: {"$in": v}, st.lists(text, min_size=1, max_size=3)),
+           st.fixed_dictionaries({"$regex": REGEX}), st.fixed_dictionaries({"$regex": REGEX})]
+    return st.one_of(ops).map(lambda c: {path: c})
+
+
+RECIPE_FILTER = st.recursive(
+    st.sampled_from(RECIPE_PATHS).flatmap(_recipe_condition),
+    lambda sub: st.one_of(st.builds(lambda fs: {"$and": fs}, st.lists(sub, min_size=1, max_size=2)),
+                          st.builds(lambda fs: {"$or": fs}, st.lists(sub, min_size=1, max_size=2))),
+    max_leaves=3,
+)
+
+
+@pytest.fixture(scope="module", params=DIALECTS)
+def recipe_store(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One store per dialect holding RECIPE_DOCS, created through Foundry.execute."""
+    from foundry.adapters.bootstrap import Foundry
+    from tests.conftest import drop_schema, ok, pg_schema_url
+
+    schema = f"q_{uuid.uuid4().hex[:16]}"
+    url = (f"sqlite:///{tmp_path_factory.mktemp('recipes') / 'foundry.db'}"
+           if request.param == "sqlite" else pg_schema_url(schema))
+    try:
+        with Foundry.open(url) as foundry:
+            for doc in RECIPE_DOCS:
+                ok(foundry.execute("data/create", {"collection": "forge_recipes", "data": doc}))
+            # The reference reads what was stored (defaults filled in, e.g. author "").
+            foundry.stored_docs = ok(foundry.execute("data/list", {
+                "collection": "forge_recipes", "limit": 100}))["items"]
+            assert len(foundry.stored_docs) == len(RECIPE_DOCS)
+            yield foundry
+    finally:
+        if request.param == "postgres":
+            drop_schema(schema)
+
+
+def _listed_names(foundry: Any, flt: dict[str, Any]) -> list[str]:
+    from tests.conftest import ok
+
+    listed = ok(foundry.execute("data/list", {"collection": "forge_recipes", "filter": flt,
+                                              "limit": 100}))
+    return sorted(item["name"] for item in listed["items"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(flt=RECIPE_FILTER)
+def test_data_list_matches_reference_on_both_stores(recipe_store: Any,
+                                                    flt: dict[str, Any]) -> None:
+    expected = sorted(d["name"] for d in recipe_store.stored_docs if matches(d, flt))
+    assert _listed_names(recipe_store, flt) == expected, flt
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("^tiny$", []),                 # Python's `$` alone would match before the final \n
+    ("^tiny\\n$", ["r02"]),
+    ("a.b", ["r03"]),               # `.` crosses the newline, as in PostgreSQL
+    ("^x\\dy$", []),                # \d is ASCII: the Arabic-Indic three is not a digit
+    ("^x\\Dy$", ["r04"]),
+    ("\\$5", ["r07"]), ("\\{x\\}", ["r08"]), ("^[A-Z]{2}[0-9]+$", ["r12"]), ("\\r\\n$", ["r13"]),
+])
+def test_regex_on_both_stores_by_hand(recipe_store: Any, pattern: str,
+                                      expected: list[str]) -> None:
+    assert _listed_names(recipe_store, {"description": {"$regex": pattern}}) == expected
+
+
+@pytest.mark.parametrize("pattern", [
+    "(",                # invalid everywhere
+    "\\bword",          # Python: a word boundary; PostgreSQL: a backspace
+    "a{",               # Python: a literal; PostgreSQL: an error
+    "(?i)alpha",        # flags
+    "(a)\\1",           # back-references
+    "[[:alpha:]]",      # PostgreSQL only
+    "(?=a)",            # Python only
+    "a*?",              # non-greedy
+    "x" * 600,          # too long
+])
+def test_a_regex_outside_the_subset_is_invalid_input_naming_the_field(
+        recipe_store: Any, pattern: str) -> None:
+    result = recipe_store.execute("data/list", {
+        "collection": "forge_recipes", "filter": {"description": {"$regex": pattern}}})
+    assert result["success"] is False, result
+    assert result["errorCode"] == "invalid_input", result
+    assert result["error"].startswith("description: $regex"), result
+
+
+def test_a_query_with_too_many_bound_values_is_invalid_input(recipe_store: Any) -> None:
+    """PostgreSQL stops at 65,535 parameters; the cap answers first, on both stores."""
+    flt = {"$or": [{"name": {"$in": [f"n{i}-{j}" for j in range(500)]}} for i in range(140)]}
+    result = recipe_store.execute("data/list", {"collection": "forge_recipes", "filter": flt})
+    assert result["success"] is False and result["errorCode"] == "invalid_input", result
+    assert "filter" in result["error"] and "bound values" in result["error"], result
+    # Just under the cap still runs.
+    flt = {"$or": [{"name": {"$in": [f"n{i}-{j}" for j in range(450)]}} for i in range(10)]}
+    assert recipe_store.execute("data/list", {"collection": "forge_recipes",
+                                              "filter": flt})["success"]
