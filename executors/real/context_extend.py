@@ -9,13 +9,21 @@ max_position_embeddings at run time and so must keep the original value; noted).
 is loaded with the new config, so the rotary embedding and any training use the scaled
 frequencies. After saving, the config is read back and the scaling checked; a mismatch
 raises.
+
+What the family's `Architecture.rope` says is honoured: the keys it carries over
+(`partial_rotary_factor`, Qwen3.5's multimodal `mrope_section` / `mrope_interleaved`) stay in
+the new rope parameters, and a per-layer-type layout (Gemma 3: one dict for sliding and one
+for global layers) scales only the layer types it names. A model whose context already
+reaches `targetLength` is passed through unchanged, and the stage says so.
 """
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from foundry.domain.values.stages import ContextExtendStage
+from foundry.executors.architectures import Architecture, for_config
 from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError
 from foundry.executors.real.common import (
@@ -35,8 +43,17 @@ LEARNING_RATE = 5e-5
 ROPE_TYPES = {"yarn": "yarn", "linear": "linear", "ntk": "dynamic", "dynamic-ntk": "dynamic"}
 
 
-def _original_length(config: Any) -> int:
+def _scaled_rope(config: Any, arch: Architecture) -> dict[str, Any]:
+    """The rope dict that gets scaled: the model's, or the first scaled layer type's."""
     rope = dict(getattr(config, "rope_parameters", None) or {})
+    if arch.rope.layout == "per_layer_type":
+        return dict(rope.get(arch.rope.scaled_layer_types[0]) or {})
+    return rope
+
+
+def _original_length(config: Any, arch: Architecture | None = None) -> int:
+    rope = _scaled_rope(config, arch) if arch else dict(
+        getattr(config, "rope_parameters", None) or {})
     original = rope.get("original_max_position_embeddings")
     if rope.get("rope_type", "default") != "default" and original:
         return int(original)
@@ -49,25 +66,53 @@ def rope_scaling(config: Any) -> dict[str, Any]:
     return dict(rope or {})
 
 
-def _extended_config(stage: ContextExtendStage, config: Any, notes: list[str]) -> dict[str, Any]:
-    original = _original_length(config)
-    if stage.target_length <= original:
-        raise ExecutorError(
-            f"targetLength {stage.target_length} does not extend the original context of "
-            f"{original} tokens"
-        )
+def _extended_config(
+    stage: ContextExtendStage, config: Any, arch: Architecture, notes: list[str]
+) -> dict[str, Any]:
+    """The new rope parameters for the scaled dict (see `_apply`)."""
+    original = _original_length(config, arch)
     factor = stage.target_length / original
     rope_type = ROPE_TYPES[stage.method]
     if stage.method != rope_type:
         notes.append(f"method {stage.method} runs as transformers' rope_type {rope_type!r}")
-    rope = rope_scaling(config)
+    rope = _scaled_rope(config, arch)
     theta = rope.get("rope_theta", getattr(config, "rope_theta", 10_000.0))
     params: dict[str, Any] = {"rope_type": rope_type, "factor": factor, "rope_theta": theta}
     if rope_type == "yarn":
         params["original_max_position_embeddings"] = original
-    if "partial_rotary_factor" in rope:
-        params["partial_rotary_factor"] = rope["partial_rotary_factor"]
+    for key in arch.rope.carried_keys:
+        if key in rope:
+            params[key] = rope[key]
     return params
+
+
+def _reach(config: Any, arch: Architecture) -> int:
+    """How far the model reaches now: max_position_embeddings, or what a dynamic scaling
+    (which keeps max_position_embeddings) stretches it to."""
+    rope = _scaled_rope(config, arch)
+    stretched = 0
+    if rope.get("rope_type", "default") != "default" and rope.get("factor"):
+        stretched = int(_original_length(config, arch) * float(rope["factor"]))
+    return max(int(config.max_position_embeddings), stretched)
+
+
+def _apply(config: Any, arch: Architecture, params: dict[str, Any], notes: list[str]) -> None:
+    if arch.rope.layout == "per_layer_type":
+        rope = {k: dict(v) for k, v in dict(config.rope_parameters).items()}
+        for layer_type in arch.rope.scaled_layer_types:
+            rope[layer_type] = dict(params)
+        kept = sorted(set(rope) - set(arch.rope.scaled_layer_types))
+        notes.append(
+            f"{arch.family}: scaled the rope of {', '.join(arch.rope.scaled_layer_types)} "
+            f"layers only; {', '.join(kept)} layers keep theirs (their window is local)"
+        )
+        config.rope_parameters = rope
+    else:
+        config.rope_parameters = params
+
+
+def _saved_params(config: Any, arch: Architecture) -> dict[str, Any]:
+    return _scaled_rope(config, arch)
 
 
 class ContextExtendExecutor:
@@ -85,9 +130,13 @@ class ContextExtendExecutor:
         set_seed(seed)
         configure_torch()
         config = AutoConfig.from_pretrained(ctx.input_dir)
-        original = _original_length(config)
-        params = _extended_config(stage, config, notes)
-        config.rope_parameters = params
+        arch = for_config(config)
+        original = _original_length(config, arch)
+        reach = _reach(config, arch)
+        if stage.target_length <= reach:
+            return _already_long(ctx, stage, reach, arch, reporter)
+        params = _extended_config(stage, config, arch, notes)
+        _apply(config, arch, params, notes)
         if params["rope_type"] == "dynamic":
             notes.append(
                 f"dynamic NTK rescales beyond max_position_embeddings at run time, so it stays "
@@ -127,7 +176,7 @@ class ContextExtendExecutor:
         save_model(model, tokenizer, ctx.output_dir)
 
         reread = AutoConfig.from_pretrained(ctx.output_dir)
-        saved = rope_scaling(reread)
+        saved = _saved_params(reread, arch)
         if (
             saved.get("rope_type") != params["rope_type"]
             or saved.get("factor") != params["factor"]
@@ -147,5 +196,30 @@ class ContextExtendExecutor:
             "ropeType": params["rope_type"],
             "trainingSteps": steps,
             "params": param_count(model),
+            "architecture": arch.family,
         }
         return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
+
+
+def _already_long(
+    ctx: StageContext, stage: ContextExtendStage, original: int, arch: Architecture,
+    reporter: StageReporter,
+) -> StageResult:
+    """The model already reaches targetLength: pass it through unchanged, and say so."""
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(ctx.input_dir.iterdir()):
+        if path.is_file():
+            shutil.copy2(path, ctx.output_dir / path.name)
+    reporter.progress(1.0, "already long enough: copied unchanged")
+    notes = [f"the model's context of {original} tokens already reaches targetLength "
+             f"{stage.target_length}: rope left unchanged, no training"]
+    metrics = {
+        "factor": 1.0,
+        "originalLength": original,
+        "targetLength": stage.target_length,
+        "maxPositionEmbeddings": original,
+        "ropeType": "unchanged",
+        "trainingSteps": 0,
+        "architecture": arch.family,
+    }
+    return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))

@@ -25,7 +25,8 @@ from foundry.executors.architectures import FAMILIES
 from foundry.executors.base import StageContext, StageResult
 from foundry.executors.corpus import build_stdlib_corpus, corpus_ref
 from foundry.executors.errors import ExecutorError
-from foundry.executors.real import lora, train
+from foundry.executors.real import context_extend, lora
+from foundry.executors.real.context_extend import ContextExtendExecutor
 from foundry.executors.real.lora import LoraExecutor
 from foundry.executors.real.prune import (
     PruneExecutor,
@@ -248,3 +249,53 @@ def test_a_lora_target_that_matches_nothing_is_an_error(
              "targetModules": ["q_proj", "query_key_value"]}
     with pytest.raises(ExecutorError, match=r"\['query_key_value'\] match no module.*qwen3_5"):
         run_stage(LoraExecutor(), stage, shared, scale_model(shared, "qwen3_5"), tmp_path)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_context_extend_on_every_family(
+    shared: dict[str, Any], family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoConfig
+
+    monkeypatch.setattr(context_extend, "TRAINING_SEQ_CAP", 64)
+    model = scale_model(shared, family)
+    before = AutoConfig.from_pretrained(model)
+    target = 4 * int(before.max_position_embeddings)
+    stage = {"type": "context-extend", "targetLength": target, "method": "yarn",
+             "trainingSteps": 1}
+    result = run_stage(ContextExtendExecutor(), stage, shared, model, tmp_path / "yarn")
+    assert result.metrics["factor"] == 4.0
+    config = AutoConfig.from_pretrained(result.output_dir)
+    assert config.max_position_embeddings == target
+    rope, old = config.rope_parameters, before.rope_parameters
+    if family == "gemma3":  # global layers scaled, sliding ones untouched
+        assert rope["full_attention"]["rope_type"] == "yarn"
+        assert rope["full_attention"]["rope_theta"] == old["full_attention"]["rope_theta"]
+        assert rope["sliding_attention"] == old["sliding_attention"]
+    else:
+        assert (rope["rope_type"], rope["factor"]) == ("yarn", 4.0)
+        assert rope["rope_theta"] == old["rope_theta"]
+        for key in ("partial_rotary_factor", "mrope_section"):
+            assert rope.get(key) == old.get(key)
+    with torch.no_grad():
+        assert torch.isfinite(_load(result.output_dir)(input_ids=_ids()).logits).all()
+    # a model that already reaches the target goes through unchanged, and says so
+    stage = {"type": "context-extend", "targetLength": target, "method": "yarn"}
+    same = run_stage(ContextExtendExecutor(), stage, shared, result.output_dir, tmp_path / "b")
+    assert same.metrics["factor"] == 1.0 and "already reaches" in same.notes[0]
+    assert (same.output_dir / "config.json").read_bytes() == (
+        result.output_dir / "config.json").read_bytes()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_train_on_every_family(shared: dict[str, Any], family: str, tmp_path: Path) -> None:
+    model = scale_model(shared, family)
+    stage = {"type": "train", "steps": 2, "learningRate": "1e-3", "batchSize": 1,
+             "sequenceLength": 128, "precision": "bf16", "scheduler": "cosine"}
+    result = run_stage(TrainExecutor(), stage, shared, model, tmp_path)
+    m = result.metrics
+    assert m["steps"] == 2 and m["initialLoss"] > 0 and m["finalLoss"] > 0
+    assert any("precision bf16 unavailable on cpu" in n for n in result.notes)
+    before, after = _load(model).state_dict(), _load(result.output_dir).state_dict()
+    assert before.keys() == after.keys()
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
