@@ -100,6 +100,10 @@ class HubServer:
         # (path, status, request id) of each request that met an injected failure
         self.injected: list[tuple[str, int | None, str]] = []
         self._failures: list[Failure] = []
+        # When set, every response carries this string in every field a client reads: the
+        # headers (X-Request-Id, X-Error-Message, X-Error-Code), the error text and the repo
+        # URL. A hub or proxy that echoes the Authorization token looks like this.
+        self.echo: str | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -208,7 +212,7 @@ class HubServer:
         payload = json.loads(body or b"{}")
         org, name = payload.get("organization"), payload["name"]
         repo_id = f"{org}/{name}" if org else name
-        url = f"{self.url}/{repo_id}"
+        url = f"{self.url}/{repo_id}" + (f"?echo={self.echo}" if self.echo else "")
         with self._lock:
             if repo_id in self.repos:
                 h.send_json(409, {"error": "You already created this model repo", "url": url})
@@ -299,6 +303,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, payload: Any, *, request_id: str | None = None,
                   headers: dict[str, str] | None = None) -> None:
+        echo = self.server_hub.echo
+        if echo:
+            request_id = f"req-{echo}"
+            headers = {**(headers or {}), "X-Error-Message": f"echo {echo}",
+                       "X-Error-Code": f"Echo{echo}"}
+            if isinstance(payload, dict) and "error" in payload:
+                payload = {**payload, "error": f"{payload['error']} (token {echo})"}
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)

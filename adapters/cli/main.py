@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.adapters.log_setup import configure_logging
-from foundry.adapters.store.config import ENV_DATABASE_URL
+from foundry.adapters.store.config import ENV_DATABASE_URL, redact_url, scrub_url_secret
 from foundry.domain.errors import FoundryError, InvalidInputError
 
 EPILOG = f"""\
@@ -43,9 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         foundry = Foundry.open(args.db)
     except Exception as e:
-        where = args.db or os.environ.get(ENV_DATABASE_URL) or "the default store"
+        raw = args.db or os.environ.get(ENV_DATABASE_URL)
+        where = redact_url(raw) if raw else "the default store"
         err = e if hasattr(e, "code") else StoreUnavailableError(where, e)
-        _print(failure(err))
+        body = failure(err)
+        body["error"] = scrub_url_secret(body["error"], raw)  # a driver may quote its DSN
+        _print(body)
         return 3
     with foundry:
         try:

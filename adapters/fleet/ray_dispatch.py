@@ -264,7 +264,8 @@ class Reconciler:
         if self.task_env:
             options["runtime_env"] = {"env_vars": dict(self.task_env)}
         tracked.ref = _remote_execute_run.options(**options).remote(
-            self.foundry.config.display_url, str(tracked.run_id), str(self.foundry.state_dir),
+            self.foundry.config.url_without_password, str(tracked.run_id),
+            str(self.foundry.state_dir),
             self.lease_wait_seconds)
         try:
             self.foundry.runs.record(tracked.run_id, lambda r: r.dispatch(

@@ -1,7 +1,10 @@
 """Publishing to a Hugging Face Hub (or anything speaking its API, e.g. HF_ENDPOINT).
 
 The only module that catches huggingface_hub's errors: each becomes a `PublishError` with the
-HTTP status and the hub's request id, and with the token scrubbed from every message.
+HTTP status and the hub's request id. Every string that comes back from the hub (messages,
+headers such as X-Request-Id, the repo URL) is scrubbed of the token here, at the boundary,
+before it can reach an event, a view, a log or an envelope: a hub (or a proxy in front of it)
+may echo the Authorization header anywhere.
 """
 
 from __future__ import annotations
@@ -33,8 +36,19 @@ def hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or get_token()
 
 
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
+def scrub(text: str, token: str | None) -> str:
+    """`text` without the token, written plainly or URL-encoded."""
+    if not token:
+        return text
+    from urllib.parse import quote, quote_plus
+
+    for form in {token, quote(token, safe=""), quote_plus(token)}:
+        text = text.replace(form, "***")
+    return text
+
+
+def _scrub_optional(text: str | None, token: str | None) -> str | None:
+    return None if text is None else scrub(text, token)
 
 
 def _client_with_timeout() -> Any:
@@ -70,11 +84,13 @@ def upload_to_hub(repo_id: str, folder: Path, card_files: tuple[str, ...], *,
                           commit_message="foundry: model cards")
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
-        raise PublishError(target, _scrub(str(e).splitlines()[0], token), status=status,
-                           request_id=e.request_id, kind=type(e).__name__) from None
+        raise PublishError(target, scrub(str(e).splitlines()[0], token), status=status,
+                           request_id=_scrub_optional(e.request_id, token),
+                           kind=type(e).__name__) from None
     except (httpx2.TimeoutException, TimeoutError) as e:
-        raise PublishError(target, f"timed out: {_scrub(str(e), token)}",
+        raise PublishError(target, f"timed out: {scrub(str(e), token)}",
                            kind="PublishTimeoutError") from None
-    except (httpx2.HTTPError, OSError) as e:
-        raise PublishError(target, _scrub(str(e), token), kind=type(e).__name__) from None
-    return str(url)
+    except (httpx2.HTTPError, OSError, ValueError) as e:
+        # ValueError: huggingface_hub's own checks of what the hub answered (a malformed URL)
+        raise PublishError(target, scrub(str(e), token), kind=type(e).__name__) from None
+    return scrub(str(url), token)

@@ -13,6 +13,7 @@ never execute at once, whichever process or node they are on.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from foundry.adapters.runs.orchestrator import Orchestrator, ProgressListener, RunOutcome
+from foundry.adapters.store.config import ENV_DATABASE_URL
 from foundry.adapters.store.lease import RunLease
 from foundry.domain.errors import InvalidInputError, RunStateError
 
@@ -105,11 +107,14 @@ def spawn_worker(foundry: RunServices, run_id: UUID) -> int:
     this one."""
     log_dir = foundry.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    # The store URL goes through the environment, never the command line: a PostgreSQL URL
+    # may carry a password, and any local user can read a process's arguments (ps, /proc).
+    env = {**os.environ, ENV_DATABASE_URL: foundry.config.url}
     with (log_dir / f"{run_id}.log").open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "foundry.adapters.runs.worker", str(run_id), "--db",
-             foundry.config.url, "--state-dir", str(foundry.state_dir)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            [sys.executable, "-m", "foundry.adapters.runs.worker", str(run_id),
+             "--state-dir", str(foundry.state_dir)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env,
         )
     return proc.pid
 

@@ -1,4 +1,7 @@
-"""`python -m foundry.adapters.runs.worker RUN_ID --db URL`: execute (or resume) one run, then exit.
+"""`python -m foundry.adapters.runs.worker RUN_ID`: execute (or resume) one run, then exit.
+
+The store is `--db URL`, else FOUNDRY_DATABASE_URL: `forge run --detach` passes it in the
+environment, never on the command line, where any local user could read its password.
 
 This is what `forge/run` with `wait: false` starts in the background. It writes nothing but
 events (through the orchestrator) and a log file; exit code 0 when the run completed, 3 when

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -37,13 +37,27 @@ class StoreConfig:
 
     @property
     def display_url(self) -> str:
-        """The URL without its password, safe for logs and errors."""
+        """The URL with `***` for its password, safe for logs, errors and status output."""
+        if self.kind == "sqlite":
+            return self.url
+        schema = f"?schema={self.pg_schema}" if self.pg_schema else ""
+        secret = ":***" if self.pg_password else ""
+        return (f"postgresql://{self.pg_user}{secret}@{self.pg_host}:{self.pg_port}/"
+                f"{self.pg_dbname}{schema}")
+
+    @property
+    def url_without_password(self) -> str:
+        """The URL to hand to another node: no password (its PGPASSWORD supplies one)."""
         if self.kind == "sqlite":
             return self.url
         schema = f"?schema={self.pg_schema}" if self.pg_schema else ""
         return (
             f"postgresql://{self.pg_user}@{self.pg_host}:{self.pg_port}/{self.pg_dbname}{schema}"
         )
+
+    def scrub(self, text: str) -> str:
+        """`text` without this store's password (a driver may quote its connection string)."""
+        return scrub_password(text, self.pg_password)
 
     def pg_conninfo(self) -> dict[str, Any]:
         """psycopg connection arguments for a connection of our own (locks, leases)."""
@@ -95,6 +109,43 @@ class StoreConfig:
             "POSTGRES_CONNECT_TIMEOUT": "10",
             **({"POSTGRES_SCHEMA": self.pg_schema} if self.pg_schema else {}),
         }
+
+
+def redact_url(url: str) -> str:
+    """`url` with `***` for the password of its user-info part, if it has one; safe to print
+    even when the URL does not parse."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        password = None
+    if password is None:
+        return _USERINFO_PASSWORD.sub(r"\1***@", url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+# A `user:password@` in anything that looks like a URL: the fallback when it does not parse.
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@\s]*@")
+
+
+def scrub_password(text: str, password: str) -> str:
+    """`text` with every occurrence of `password` (plain or URL-encoded) replaced by `***`."""
+    if not password:
+        return text
+    for form in {password, quote(password, safe="")}:
+        text = text.replace(form, "***")
+    return text
+
+
+def scrub_url_secret(text: str, url: str | None) -> str:
+    """`text` without the password of `url` (when `url` has one)."""
+    try:
+        password = unquote(urlsplit(url).password or "") if url else ""
+    except ValueError:
+        password = ""
+    return scrub_password(text, password)
 
 
 def default_database_url() -> str:

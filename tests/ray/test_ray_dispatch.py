@@ -279,7 +279,7 @@ def test_two_attempts_on_two_nodes_at_once_execute_the_run_once(store, recipe_da
     refs = [_remote_execute_run.options(
         num_cpus=0, resources={"foundry.slot": 1}, label_selector={"foundry.class": cls},
         runtime_env={"env_vars": task_env(tmp_path, sleep=0.6)}, max_retries=0,
-    ).remote(store.config.display_url, run_id, str(store.state_dir), 60.0)
+    ).remote(store.config.url_without_password, run_id, str(store.state_dir), 60.0)
         for cls in (CLASS_A, CLASS_B)]
     results = ray.get(refs, timeout=120)
     assert sorted(r["status"] for r in results) == ["completed", "completed"]

@@ -47,9 +47,9 @@ def test_worker_refuses_bad_input_naming_the_option(capsys, monkeypatch, args, m
 def test_a_url_handed_to_other_nodes_carries_no_password_and_pgpassword_fills_it(monkeypatch):
     monkeypatch.delenv("PGPASSWORD", raising=False)
     config = parse_database_url("postgresql://forge:s3cret@db.lab:5432/foundry?schema=runs")
-    assert config.pg_password == "s3cret" and "s3cret" not in config.display_url
-    assert parse_database_url(config.display_url).pg_password == ""
+    assert config.pg_password == "s3cret" and "s3cret" not in config.url_without_password
+    assert parse_database_url(config.url_without_password).pg_password == ""
     monkeypatch.setenv("PGPASSWORD", "from-env")
-    again = parse_database_url(config.display_url)
+    again = parse_database_url(config.url_without_password)
     assert again.pg_password == "from-env" and again.pg_schema == "runs"
     assert again.pg_conninfo()["password"] == "from-env"
