@@ -86,12 +86,20 @@ def _run_lineage(services: CommandServices, run_id: UUID) -> Result:
         "recipeHash": s["recipeHash"], "hardwareNode": s["hardwareNode"],
         "requestedBy": s["requestedBy"], "requestedAt": s["requestedAt"],
         "attempts": s["attempts"], "source": _source(s["source"]),
-        "stages": [{k: r.get(k) for k in ("cycle", "index", "type", "status", "startedAt",
-                                          "completedAt", "seconds", "inputHash", "outputHash",
-                                          "metrics", "notes", "error")} for r in stages],
+        "stages": [{**{k: r.get(k) for k in ("cycle", "index", "type", "status", "startedAt",
+                                             "completedAt", "seconds", "inputHash", "outputHash",
+                                             "metrics", "notes", "error")},
+                    "outputFiles": _produced(r)} for r in stages],
         "benchmarks": s["benchmarks"], "gate": s["gate"], "alloyHash": s["alloyHash"],
         "sealedAt": s["sealedAt"], "failure": s["failure"],
     }
+
+
+def _produced(row: Result) -> list[Result]:
+    """The files a stage wrote besides the model it hands on: a quant stage's GGUF tiers (its
+    outputHash is the model it passed through, the same as its inputHash), loss curves."""
+    return [{"path": f["path"], "sha256": f["sha256"], "size": f["size"]}
+            for f in row.get("files") or [] if f.get("role") == "output"]
 
 
 def _source(source: Result | None) -> Result | None:

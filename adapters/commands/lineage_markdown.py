@@ -54,8 +54,15 @@ def _run(run: dict[str, Any]) -> list[str]:
         out.append(
             f"| {s['cycle']} | {s['index']} | {s['type']} | {s['status']} | {s['startedAt']} | "
             f"{s.get('completedAt') or ''} | {s.get('seconds') or ''} | "
-            f"{_short(s.get('inputHash'))} -> {_short(s.get('outputHash'))} | {metrics} |")
+            f"{_short(s.get('inputHash'))} -> {_short(s.get('outputHash'))}{_files(s)} | "
+            f"{metrics} |")
     return out
+
+
+def _files(stage: dict[str, Any]) -> str:
+    """The files a stage produced besides its model (a quant stage's GGUF tiers)."""
+    files = stage.get("outputFiles") or []
+    return "".join(f"<br>+ {f['path']} {_short(f['sha256'])}" for f in files)
 
 
 def _short(h: str | None) -> str:
