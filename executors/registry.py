@@ -16,6 +16,9 @@ from foundry.executors.errors import NoExecutorError, SourceNotFoundError
 SourceResolver = Callable[[Mapping[str, Any]], Path]
 """Given the recipe's `source` in wire form, returns a local model directory."""
 
+ArchitectureCheck = Callable[[str], str | None]
+"""Given `source.architecture`, returns why this worker cannot forge it, or None if it can."""
+
 
 def resolve_local_source(source: Mapping[str, Any]) -> Path:
     """The default resolver: `source.baseModel` is a path to an existing local directory."""
@@ -38,11 +41,17 @@ class ExecutorRegistry:
         known_benchmarks: Iterable[str] = (),
         source_resolver: SourceResolver = resolve_local_source,
         device: str = "cpu",
+        architecture_check: ArchitectureCheck | None = None,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         self._executors: dict[str, StageExecutor] = {}
         self.known_benchmarks: frozenset[str] = frozenset(known_benchmarks)
         self.source_resolver: SourceResolver = source_resolver
         self.device = device  # what StageContext.device is set to for this worker
+        # None: any architecture (the fake executors do not look at the model)
+        self.architecture_check = architecture_check
+        # stage type -> why this worker refuses it up front (no executor, by design)
+        self.refused: dict[str, str] = dict(refused or {})
         for executor in executors:
             self.register(executor)
 
@@ -65,3 +74,14 @@ class ExecutorRegistry:
     def unexecutable(self, stage_types: Iterable[str]) -> list[str]:
         """The stage types (sorted, unique) no executor here can run."""
         return sorted(set(stage_types) - self._executors.keys())
+
+    def why_unexecutable(self, stage_type: str) -> str:
+        """`stage_type`, with the reason it is refused when the registry gives one."""
+        reason = self.refused.get(stage_type)
+        return f"{stage_type} ({reason})" if reason else stage_type
+
+    def architecture_problem(self, architecture: str) -> str | None:
+        """Why `source.architecture` cannot be forged here, or None when it can."""
+        if self.architecture_check is None:
+            return None
+        return self.architecture_check(architecture)

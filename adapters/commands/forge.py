@@ -130,8 +130,13 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
     missing = registry.unexecutable(s["type"] for s in stages)
     if missing:
         raise InvalidInputError(
-            "stages", f"not executable on this services: {', '.join(missing)} (executable: "
+            "stages", f"not executable on this foundry: "
+            f"{', '.join(map(registry.why_unexecutable, missing))} (executable: "
             f"{', '.join(sorted(registry.executable_types()))})")
+    architecture = str((recipe.get("source") or {}).get("architecture") or "")
+    problem = registry.architecture_problem(architecture)
+    if problem:
+        raise InvalidInputError("source.architecture", problem)
     ForgeRecipe.model_validate(recipe)  # stored data was validated; this guards old events
     names = {b["name"] for s in stages if s["type"] == "eval" for b in s.get("benchmarks", [])}
     names |= {b["name"] for b in recipe.get("evaluationBenchmarks") or []}

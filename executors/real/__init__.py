@@ -2,8 +2,10 @@
 
 Importing this package imports no ML library: every module imports torch, transformers and
 peft inside the functions that need them. `build_registry()` assembles the worker's registry:
-prune, train, lora and context-extend from here, quant and eval from `foundry.executors.real.quant`
-and `foundry.executors.real.evaluate`, `resolve_source` as the source resolver and the best device.
+prune, train, lora, context-extend and source-config from here, quant and eval from
+`foundry.executors.real.quant` and `foundry.executors.real.evaluate`, `resolve_source` as the
+source resolver, the best device, the architectures `foundry.executors.architectures` knows
+(any other is refused up front) and the stage types refused by design, with their reasons.
 
 Importing it also sets `OMP_WAIT_POLICY=PASSIVE` unless the environment says otherwise: on a
 shared 2-core machine, torch's OpenMP threads spinning against other processes made a
@@ -22,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from foundry.executors.real.context_extend import ContextExtendExecutor
 from foundry.executors.real.lora import LoraExecutor
 from foundry.executors.real.prune import PruneExecutor
+from foundry.executors.real.source_config import SourceConfigExecutor
 from foundry.executors.real.sources import resolve_source
 from foundry.executors.real.train import TrainExecutor
 from foundry.executors.registry import ExecutorRegistry
@@ -30,6 +33,7 @@ __all__ = [
     "ContextExtendExecutor",
     "LoraExecutor",
     "PruneExecutor",
+    "SourceConfigExecutor",
     "TrainExecutor",
     "build_registry",
     "resolve_source",
@@ -48,6 +52,25 @@ def _import(module: str, name: str) -> Any:
         raise ImportError(f"{module} defines no {name}; the real registry needs it") from e
 
 
+REFUSED_STAGES = {
+    "modality": "grafting a vision or audio encoder needs the encoder and paired multimodal "
+                "training data; no executor here does it",
+    "deploy": "deployment targets infrastructure outside the foundry; a run ends at a sealed "
+              "artifact, which publish hands on",
+}
+"""Stage types the real registry refuses up front, by design, with the reason given."""
+
+
+def architecture_problem(name: str) -> str | None:
+    """Why `source.architecture` cannot be forged by the real executors, or None."""
+    from foundry.executors.architectures import lookup, supported
+
+    if lookup(name) is not None:
+        return None
+    return (f"architecture {name!r} is not supported by the real executors; supported: "
+            f"{', '.join(supported())}")
+
+
 def build_registry() -> ExecutorRegistry:
     """A registry of every real executor, with `resolve_source` and the best device."""
     from foundry.executors.real.common import pick_device
@@ -61,10 +84,13 @@ def build_registry() -> ExecutorRegistry:
             TrainExecutor(),
             LoraExecutor(),
             ContextExtendExecutor(),
+            SourceConfigExecutor(),
             quant_executor(),
             eval_executor(),
         ),
         known_benchmarks=known_benchmarks,
         source_resolver=resolve_source,
         device=pick_device(),
+        architecture_check=architecture_problem,
+        refused=REFUSED_STAGES,
     )

@@ -86,7 +86,7 @@ def _extended_config(
     return params
 
 
-def _reach(config: Any, arch: Architecture) -> int:
+def context_reach(config: Any, arch: Architecture) -> int:
     """How far the model reaches now: max_position_embeddings, or what a dynamic scaling
     (which keeps max_position_embeddings) stretches it to."""
     rope = _scaled_rope(config, arch)
@@ -132,7 +132,7 @@ class ContextExtendExecutor:
         config = AutoConfig.from_pretrained(ctx.input_dir)
         arch = for_config(config)
         original = _original_length(config, arch)
-        reach = _reach(config, arch)
+        reach = context_reach(config, arch)
         if stage.target_length <= reach:
             return _already_long(ctx, stage, reach, arch, reporter)
         params = _extended_config(stage, config, arch, notes)

@@ -35,6 +35,7 @@ from foundry.executors.real.prune import (
     make_plan,
 )
 from foundry.executors.real.prune_scores import geometry, unit_scores
+from foundry.executors.real.source_config import SourceConfigExecutor
 from foundry.executors.real.train import TrainExecutor
 from foundry.executors.scale_models import Widths, build_scale_model, default_config
 from foundry.executors.tiny_model import train_bpe_tokenizer
@@ -299,3 +300,40 @@ def test_train_on_every_family(shared: dict[str, Any], family: str, tmp_path: Pa
     before, after = _load(model).state_dict(), _load(result.output_dir).state_dict()
     assert before.keys() == after.keys()
     assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
+
+
+def test_source_config_applies_and_records(shared: dict[str, Any], tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    model = scale_model(shared, "qwen3_5")  # 32768 positions (the config class default)
+    stage = {"type": "source-config", "contextLength": 131072, "inputModalities": ["text"],
+             "targetDevices": ["RTX 4090", "MacBook Pro 32GB"]}
+    extend = {"type": "context-extend", "targetLength": 131072, "method": "yarn"}
+    recipe = {**shared["recipe"], "stages": [stage, extend]}
+    result = run_stage(SourceConfigExecutor(), stage, {**shared, "recipe": recipe}, model,
+                       tmp_path / "a")
+    m = result.metrics
+    assert (m["contextLength"], m["modelContext"]) == (131072, 32768)
+    assert m["targetDevices"] == ["RTX 4090", "MacBook Pro 32GB"]
+    assert len(m["changed"]) == 1
+    assert m["changed"][0].startswith("tokenizer model_max_length ")
+    assert m["changed"][0].endswith(" -> 131072")
+    assert any("later context-extend stage reaches 131072" in n for n in result.notes)
+    assert AutoTokenizer.from_pretrained(result.output_dir).model_max_length == 131072
+    assert (result.output_dir / "model.safetensors").read_bytes() == (
+        model / "model.safetensors").read_bytes()
+    # without the later context-extend, the model cannot honour contextLength
+    alone = {**shared, "recipe": {**shared["recipe"], "stages": [stage]}}
+    with pytest.raises(ExecutorError, match="exceeds the model's context of 32768"):
+        run_stage(SourceConfigExecutor(), stage, alone, model, tmp_path / "b")
+    with pytest.raises(ExecutorError, match="modality"):
+        run_stage(SourceConfigExecutor(), {"type": "source-config",
+                                           "inputModalities": ["text", "image"]},
+                  alone, model, tmp_path / "c")
+    # a tokenizer with more tokens than the model embeds is refused
+    bigger = train_bpe_tokenizer(shared["corpus"] / "train.txt", 2048)
+    bigger.save_pretrained(tmp_path / "tok")
+    with pytest.raises(ExecutorError, match="2048 tokens; the model embeds 1024"):
+        run_stage(SourceConfigExecutor(), {"type": "source-config",
+                                           "tokenizer": str(tmp_path / "tok")},
+                  alone, model, tmp_path / "d")
