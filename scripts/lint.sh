@@ -30,7 +30,9 @@ run() {
 run "ruff check" "$BIN/ruff" check --output-format concise .
 # mypy names files by the path it found them under; print them as the repository's paths.
 run "mypy" bash -c "set -o pipefail; '$BIN/mypy' -p foundry | sed 's#^$TYPECHECK/##'"
-run "lint-imports" "$BIN/lint-imports"
+# The same folder on PYTHONPATH makes import-linter read this tree too, wherever .venv's
+# editable install points (a clone sharing a venv, say).
+run "lint-imports" env PYTHONPATH=build/typecheck "$BIN/lint-imports"
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "lint.sh: FAILED: ${failed[*]}" >&2
