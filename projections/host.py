@@ -6,6 +6,10 @@ folds each page into the view in one transaction with its tracking position, and
 backends for catch-up and rebuild. On PostgreSQL, `foundry projections run` uses the
 library's ProjectionRunner for live tailing (see `foundry.projections.runner`). A rebuild of a
 document view is a bulk load instead (`foundry.projections.replay`, `DocumentView.rebuild`).
+
+`write_inline()` has the application's recorder also write the view in each save's own
+transaction (`foundry.projections.inline`); catch-up then finds those events applied already
+and only does work for events recorded without it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
 from foundry.projections.batching import BatchView
+from foundry.projections.inline import InlineProjection, Row
 from foundry.projections.replay import FastDecoder, Item, read_pages
 
 # Events per read during a rebuild (catch-up keeps `batch_size`: one transaction per page).
@@ -42,6 +47,29 @@ class ProjectionHost:
         self, app: Application[Any], view: BatchView, topics: Sequence[str], batch_size: int = 1000
     ) -> None:
         self.app, self.view, self.topics, self.batch_size = app, view, tuple(topics), batch_size
+        self.inline: InlineProjection | None = None
+
+    def write_inline(self) -> InlineProjection:
+        """Write the view in the transaction of every save of the application from now on.
+
+        The application's recorder must have an `inline` hook (adapters.store.persistence)
+        and the view must live in the same database as the events (same SQLite file).
+        """
+        recorder: Any = self.app.recorder
+        if not hasattr(recorder, "inline"):
+            msg = f"{type(recorder).__name__} cannot write a view in its transactions"
+            raise TypeError(msg)
+        self.inline = InlineProjection(self.view, self.app.name, self.topics,
+                                       FastDecoder(self.app.mapper))
+        recorder.inline = self.inline
+        return self.inline
+
+    def written_rows(self) -> contextlib.AbstractContextManager[dict[str, Row]]:
+        """The view rows this thread's saves write inline while the block runs, by key (empty
+        without inline writing, or when the view was behind and catch-up will do it)."""
+        if self.inline is None:
+            return contextlib.nullcontext({})
+        return self.inline.capture()
 
     @property
     def lag(self) -> int:

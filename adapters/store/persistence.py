@@ -1,26 +1,37 @@
-"""Recorders that also keep a command-id table, written in the same transaction as the events.
+"""Recorders that also keep a command-id table and a view, written in the events' transaction.
 
 The library has no idempotency store; its `_insert_events` hook runs inside the insert
 transaction and receives the keyword arguments given to `Application.save()`, so a repeated
 command id fails atomically with the events (IntegrityError) and nothing is written twice.
+
+A recorder may also carry an `InlineProjection` (attached by bootstrap): after the events are
+inserted, and before the commit, it folds them into a view and moves the view's position, on
+the same cursor (foundry.projections.inline). Events, command record, view row and position
+are then one transaction with one commit; if any of them fails, none of them is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from foundry.projections.inline import InlineProjection
+
 
 class SQLiteCommandRecorder(SQLiteApplicationRecorder):
     """SQLite application recorder with a `commands` table (one file per application)."""
+
+    inline: InlineProjection | None = None
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -38,7 +49,10 @@ class SQLiteCommandRecorder(SQLiteApplicationRecorder):
                 "INSERT INTO commands VALUES (?, ?)",
                 (command_id, json.dumps(kwargs.get("command_result") or {})),
             )
-        return super()._insert_events(c, stored_events, **kwargs)
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        if self.inline is not None and ids:
+            self.inline.write(self, c, stored_events, ids)
+        return ids
 
     def command_result(self, command_id: str) -> dict[str, Any] | None:
         """The stored result of an already executed command, or None."""
@@ -51,6 +65,8 @@ class SQLiteCommandRecorder(SQLiteApplicationRecorder):
 class PostgresCommandRecorder(PostgresApplicationRecorder):
     """PostgreSQL application recorder with a `<app>_commands` table."""
 
+    inline: InlineProjection | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         table = self.events_table_name.removesuffix("_events") + "_commands"
@@ -62,6 +78,44 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
                 "CREATE TABLE IF NOT EXISTS {} (command_id text PRIMARY KEY, result jsonb NOT NULL)"
             ).format(self.commands_table)
         )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert (command row, table lock, events, ids), then the inline view,
+        in one transaction and two round trips.
+
+        The first round trip carries BEGIN, the command row, the library's table lock and
+        NOTIFY, the events' INSERT, and the view's position lock and reads; the second the
+        view's rows, its position and COMMIT. BEGIN/COMMIT are sent as statements because
+        `conn.transaction()` in pipeline mode nests two more pipelines, each ending in a
+        sync: two more round trips per edit. Any error, in the database or in Python (the
+        view's fold), rolls everything back: nothing is committed unless all of it is.
+        """
+        if self.inline is None or not stored_events:
+            return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
+        ids: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            assert conn.autocommit  # the pool's connections: BEGIN starts the transaction
+            try:
+                with conn.pipeline() as pipeline, conn.cursor() as curs:
+                    curs.execute("BEGIN")
+                    self._insert_events(curs, stored_events, **kwargs)
+                    with conn.cursor() as events:
+                        self._insert_stored_events(events, stored_events, **kwargs)
+                        reads = self.inline.read_postgres(conn, stored_events)
+                        pipeline.sync()  # a duplicate key is an IntegrityError here
+                        ids = self._fetch_ids_after_insert_events(events, stored_events)
+                    self.inline.write_postgres(self, conn, reads, stored_events, ids or [])
+                    curs.execute("COMMIT")
+            except BaseException:
+                # After a failed statement the server refuses all but ROLLBACK; after a
+                # Python error the transaction is open. Either way: nothing stays.
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                raise
+        return ids
 
     def _insert_events(
         self,

@@ -8,6 +8,7 @@ that becomes a RevisionConflictError naming the current revision, and nothing is
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -15,10 +16,33 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from foundry.domain.errors import AlreadyExistsError, RecipeNotFoundError, RevisionConflictError
+from foundry.domain.errors import (
+    AlreadyExistsError,
+    FoundryError,
+    RecipeNotFoundError,
+    RevisionConflictError,
+)
 from foundry.domain.recipe import Recipe
 
 Result = dict[str, Any]
+
+
+def working_copy(recipe: Recipe) -> Recipe:
+    """A copy whose changes never reach `recipe`.
+
+    Every container in the aggregate's `__dict__` is copied one level deep (`data`,
+    `pinned_versions`, the pending events); nested values are shared. That suffices because
+    the aggregate's event bodies only ever replace `data`'s top-level values or append to
+    its lists (domain/recipe.py), and callers get the data to read; a change to a nested
+    value in place would be a bug there (tests/unit/adapters/test_working_copy.py checks the
+    isolation for every Recipe command).
+    """
+    copy: Recipe = object.__new__(type(recipe))
+    copy.__dict__.update({
+        k: (dict(v) if type(v) is dict else list(v) if type(v) is list else v)
+        for k, v in recipe.__dict__.items()
+    })
+    return copy
 
 
 def recipe_id_for_command(command_id: str) -> UUID:
@@ -33,11 +57,18 @@ class RecipeBook(Application[UUID]):
     snapshotting_intervals = {Recipe: 50}
 
     def get_recipe(self, recipe_id: UUID, version: int | None = None) -> Recipe:
+        """The recipe, from the aggregate cache (fast-forwarded by the library) when current.
+
+        The cached aggregate is copied for the caller, so that an edit that is never saved
+        leaves it untouched: by `working_copy`, not the library's deepcopy (0.3 ms a recipe,
+        a fifth of an edit's CPU).
+        """
         try:
-            recipe: Recipe = self.repository.get(recipe_id, version=version)
+            recipe: Recipe = self.repository.get(recipe_id, version=version,
+                                                 deepcopy_from_cache=False)
         except AggregateNotFoundError:
             raise RecipeNotFoundError(str(recipe_id)) from None
-        return recipe
+        return working_copy(recipe) if version is None else recipe
 
     def prior_result(self, command_id: str | None) -> Result | None:
         if not command_id:
@@ -46,15 +77,47 @@ class RecipeBook(Application[UUID]):
 
     def _save(self, recipe: Recipe, command_id: str | None, result: Result) -> Result:
         """Save pending events with the command id; map a lost race to a typed error."""
+        saved = self._try_save(recipe, command_id, result, stale_ok=False)
+        assert saved is not None
+        return saved
+
+    def _try_save(self, recipe: Recipe, command_id: str | None, result: Result,
+                  *, stale_ok: bool) -> Result | None:
+        """As `_save`; with `stale_ok` (the recipe came from the cache unchecked) a lost race
+        returns None instead: the caller tries again on a fresh load."""
+        base = recipe.revision - len(recipe.pending_events)
         try:
             self.save(recipe, command_id=command_id, command_result=result)
         except IntegrityError:
             prior = self.prior_result(command_id)
             if prior is not None:
                 return prior
+            if stale_ok:
+                return None
             current = self.get_recipe(recipe.id).revision
-            raise RevisionConflictError(str(recipe.id), recipe.revision - 1, current) from None
+            if current == base:  # nobody saved in between: some other constraint failed
+                raise
+            raise RevisionConflictError(str(recipe.id), base, current) from None
+        self._remember(recipe)
         return result
+
+    def _remember(self, recipe: Recipe) -> None:
+        """Cache the saved state (a copy: the caller keeps its object). The library only
+        caches what it loads when it fast-forwards, so the next edit would find the cache one
+        version behind and pay a failed save."""
+        cache = self.repository.cache
+        if cache is not None:
+            cache.put(recipe.id, working_copy(recipe))
+
+    def _cached(self, recipe_id: UUID) -> Recipe:
+        """The cached recipe as it is, without the query that checks it is current; loaded
+        (and cached) if it is not in the cache."""
+        cache = self.repository.cache
+        cached: Any = None
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cached = cache.get(recipe_id)
+        return working_copy(cached) if isinstance(cached, Recipe) else self.get_recipe(recipe_id)
 
     def _idempotent(self, command_id: str | None, action: Callable[[], Result]) -> Result:
         prior = self.prior_result(command_id)
@@ -78,6 +141,7 @@ class RecipeBook(Application[UUID]):
                 if prior is not None:
                     return prior
                 raise AlreadyExistsError(str(rid)) from None
+            self._remember(recipe)
             return result
 
         return self._idempotent(command_id, action)
@@ -89,21 +153,40 @@ class RecipeBook(Application[UUID]):
     ) -> Result:
         """Edit to `new_data`, or to `new_data(current data)`: a partial update must merge
         into the data it is saved on top of, or it would undo a concurrent edit."""
-        def action() -> Result:
-            recipe = self.get_recipe(recipe_id)
+        def attempt(recipe: Recipe, fresh: bool) -> Result | None:
+            """The edit on `recipe`; None where a copy from the cache may have misled it."""
             previous = recipe.revision
             if expected_revision is not None and expected_revision != previous:
+                if not fresh:
+                    return None
                 raise RevisionConflictError(str(recipe_id), expected_revision, previous)
-            data = new_data(dict(recipe.data)) if callable(new_data) else new_data
-            changes = recipe.edit(
-                {**data, "id": str(recipe_id)}, author=author, reason=reason,
-                command_id=command_id,
-            )
+            try:
+                data = new_data(dict(recipe.data)) if callable(new_data) else new_data
+                changes = recipe.edit(
+                    {**data, "id": str(recipe_id)}, author=author, reason=reason,
+                    command_id=command_id,
+                )
+            except FoundryError:  # invalid, archived, pinned: decided on the stored state
+                if not fresh:
+                    return None
+                raise
+            if not changes and not fresh:
+                return None
             result = {
                 "id": str(recipe_id), "previousRevision": previous,
                 "newRevision": recipe.revision, "changes": changes,
             }
-            return self._save(recipe, command_id, result)
+            return self._try_save(recipe, command_id, result, stale_ok=not fresh)
+
+        def action() -> Result:
+            # From the cache as it is first: no query. If another process saved since, the
+            # copy is stale and its save fails on the (id, version) key; the edit then runs
+            # once more on a fresh load. Every refusal is decided on a fresh load.
+            done = attempt(self._cached(recipe_id), fresh=False)
+            if done is None:
+                done = attempt(self.get_recipe(recipe_id), fresh=True)
+                assert done is not None
+            return done
 
         return self._idempotent(command_id, action)
 
@@ -151,5 +234,6 @@ class RecipeBook(Application[UUID]):
                 self.save(recipe)
             except IntegrityError:
                 continue  # an edit landed in between: pin what is current now
+            self._remember(recipe)
             return recipe, recipe_hash
         raise RevisionConflictError(str(recipe_id), recipe.revision, recipe.revision)

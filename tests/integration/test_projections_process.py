@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, drop_schema, pg_schema_url
+from tests.integration.test_projection_rebuild import events_only
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -29,10 +30,11 @@ def store(tmp_path) -> Iterator[Any]:
 
 
 def write_recipes(foundry: Any, recipe_data: dict[str, Any], n: int, start: int) -> None:
-    """Events only, through the application (the handlers would catch the view up)."""
-    for i in range(start, start + n):
-        foundry.recipes.create_recipe({**recipe_data, "name": f"p{i:04d}"}, recipe_id=None,
-                                      author="bench", command_id=None)
+    """Events only (the handlers would write the view in the same transaction)."""
+    with events_only(foundry):
+        for i in range(start, start + n):
+            foundry.recipes.create_recipe({**recipe_data, "name": f"p{i:04d}"},
+                                          recipe_id=None, author="bench", command_id=None)
 
 
 def rows(foundry: Any) -> list[dict[str, Any]]:
