@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 CACHE="${FOUNDRY_WHEEL_CACHE:-$HOME/.cache/foundry/wheels}"
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# The code benchmark runs model-written code only inside bubblewrap (executors/real/sandbox.py
+# refuses to run it without): install the Debian package when `bwrap` is missing.
+if ! command -v bwrap >/dev/null 2>&1; then
+    log "installing bubblewrap (the eval sandbox)"
+    apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null
+fi
 
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $($PYTHON --version)"

@@ -4,7 +4,8 @@
 (`ctx.base_model_dir`) score the same held-out windows of the recipe's corpus, cut by the forged
 model's tokenizer (the base must share its vocabulary). `foundry-code-mini` completes the twelve
 short functions in `codebench/problems.json` greedily and runs each prompt + completion + asserts
-through `foundry.executors.real.sandbox` (a separate, contained interpreter), pass@1 = passed / total.
+through `foundry.executors.real.sandbox` (bubblewrap; the trailing asserts are judged here,
+outside it), pass@1 = passed / total.
 Per-window and per-problem records are written as JSON Lines and returned as files; each
 benchmark's `resultHash` is the SHA-256 of its samples file.
 """
@@ -26,7 +27,7 @@ from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError
 from foundry.executors.real.common import load_model, max_positions, set_seed
 from foundry.executors.real.data import corpus_for, token_windows
-from foundry.executors.real.sandbox import containment, run_candidate
+from foundry.executors.real.sandbox import containment, require_sandbox, run_candidate
 
 KNOWN_BENCHMARKS = frozenset({"perplexity", "foundry-code-mini"})
 PROBLEMS_FILE = Path(__file__).with_name("codebench") / "problems.json"
@@ -156,10 +157,12 @@ class EvalExecutor:
         defs = {str(b.get("name")): b for b in ctx.stage.get("benchmarks") or []
                 if isinstance(b, Mapping)}
         compare = bool(ctx.stage.get("compareToBase", True))
+        code_name = "foundry-code-mini"
+        if code_name in names:
+            require_sandbox()  # before minutes of model loading, not after
         set_seed(ctx.seed)
         corpus = corpus_for(ctx)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        code_name = "foundry-code-mini"
 
         model, tokenizer = load_model(ctx.input_dir, device=ctx.device)
         seq_len = min(PPL_SEQ_LEN, max_positions(model))

@@ -302,30 +302,27 @@ def test_sandbox_passes_every_reference_solution(tmp_path: Path) -> None:
 def test_sandbox_kills_a_loop_that_never_ends(tmp_path: Path) -> None:
     from foundry.executors.real.sandbox import run_candidate
 
-    result = run_candidate("while True:\n    pass\n", timeout_s=1.0, work_dir=tmp_path)
+    result = run_candidate("while True:\n    pass\nassert 1 == 1\n", timeout_s=1.0,
+                           work_dir=tmp_path)
     assert not result.passed and result.error is not None and "timeout" in result.error
     assert result.seconds < 4
 
 
-@pytest.mark.parametrize("netns", [True, False], ids=["unshare", "python-only"])
-def test_sandbox_blocks_sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                netns: bool) -> None:
+def test_sandbox_blocks_sockets(tmp_path: Path) -> None:
     from foundry.executors.real import sandbox
 
-    if netns and not sandbox.unshare_works():
-        pytest.skip("unshare -rn does not work here")
-    monkeypatch.setattr(sandbox, "unshare_works", lambda: netns)
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         server.settimeout(0.3)
         port = server.getsockname()[1]
         for module in ("socket", "_socket"):
-            code = f"import {module}\n{module}.socket().connect(('127.0.0.1', {port}))\n"
+            code = (f"import {module}\n{module}.socket().connect(('127.0.0.1', {port}))\n"
+                    "assert 1 == 1\n")
             result = sandbox.run_candidate(code, timeout_s=5.0, work_dir=tmp_path)
             assert not result.passed and result.error is not None
-            assert result.containment.startswith(
-                "unshare-netns" if netns else "python-socket-block")
+            assert result.error.startswith("the program raised")
+            assert result.containment.startswith("bwrap(user,pid,net")
         with pytest.raises(TimeoutError):
             server.accept()  # nothing ever connected
 
@@ -346,7 +343,7 @@ def test_sandbox_contains_writes_outside_its_scratch_dir(tmp_path: Path) -> None
 def test_sandbox_does_not_count_an_early_exit_as_a_pass(tmp_path: Path) -> None:
     from foundry.executors.real.sandbox import run_candidate
 
-    result = run_candidate("import sys\nsys.exit(0)\nassert False\n", timeout_s=5.0,
+    result = run_candidate("import sys\nsys.exit(0)\nassert 1 == 2\n", timeout_s=5.0,
                            work_dir=tmp_path)
-    assert not result.passed
-    assert "audit-hook" in result.containment and "rlimits" in result.containment
+    assert not result.passed and result.error == "the program raised SystemExit"
+    assert "bwrap" in result.containment and "rlimits" in result.containment
