@@ -122,7 +122,7 @@ def _resume(foundry: Any, args: argparse.Namespace) -> int:
 
 
 def _list(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.cli.main import load_json_arg
+    from foundry.adapters.cli.common import load_json_arg
 
     params: dict[str, Any] = {"limit": args.limit,
                               "orderBy": [{"field": "requestedAt", "direction": "desc"}]}

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
+from foundry.adapters.cli.common import load_json_arg, run_command
+from foundry.adapters.cli.common import print_json as _print
 from foundry.adapters.log_setup import configure_logging
 from foundry.adapters.store.config import ENV_DATABASE_URL, redact_url, scrub_url_secret
-from foundry.domain.errors import FoundryError, InvalidInputError
+from foundry.domain.errors import FoundryError
 
 EPILOG = f"""\
 The store: --db URL, else ${ENV_DATABASE_URL}, else a SQLite file in your user data dir.
@@ -119,50 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Far beyond any honest params file (the bus refuses payloads over 1 MB anyway); keeps
-# `@/dev/zero` from reading until memory runs out.
-MAX_JSON_FILE_BYTES = 16 * 1024 * 1024
-
-
-def load_json_arg(text: str, what: str = "params") -> Any:
-    """Parse inline JSON or @file; a parse error names the line and column. A file that is
-    not UTF-8 text, too big, or nested too deep for the parser is refused by name."""
-    source = text
-    if text.startswith("@"):
-        source = _read_text_file(Path(text[1:]), what)
-    try:
-        return json.loads(source)
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(
-            what, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
-    except RecursionError:
-        raise InvalidInputError(what, "JSON nested too deep to parse") from None
-    except ValueError as e:  # e.g. an integer literal of more than 4,300 digits
-        raise InvalidInputError(what, f"malformed JSON: {e}") from None
-
-
-def _read_text_file(path: Path, what: str) -> str:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_JSON_FILE_BYTES + 1)
-    except OSError as e:
-        raise InvalidInputError(what, f"cannot read {path}: {e.strerror}") from None
-    if len(raw) > MAX_JSON_FILE_BYTES:
-        raise InvalidInputError(what, f"{path} is over {MAX_JSON_FILE_BYTES} bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInputError(what, f"{path} is not UTF-8 text (byte {e.start}): a binary "
-                                "file?") from None
-
-
-def run_command(foundry: Any, command: str, params: Any) -> int:
-    result = foundry.execute(command, params)
-    _print(result)
-    return 0 if result.get("success") else 1
-
-
 def _exec(foundry: Any, args: argparse.Namespace) -> int:
     from foundry.adapters.commands.bus import failure
     from foundry.domain.errors import InvalidInputError
@@ -196,10 +152,6 @@ def _db_init(foundry: Any, _args: argparse.Namespace) -> int:
     # Opening the store created every table (serialised by an advisory lock on PostgreSQL).
     _print({"success": True, "store": foundry.config.display_url, "tables": "ready"})
     return 0
-
-
-def _print(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

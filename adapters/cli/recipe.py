@@ -76,7 +76,7 @@ def _sets(pairs: list[str]) -> dict[str, Any]:
 
 def _go(foundry: Any, args: argparse.Namespace, command: str, params: dict[str, Any],
         show: Any) -> int:
-    from foundry.adapters.cli.main import run_command
+    from foundry.adapters.cli.common import run_command
 
     if args.json:
         return run_command(foundry, command, params)
@@ -89,7 +89,7 @@ def _go(foundry: Any, args: argparse.Namespace, command: str, params: dict[str, 
 
 
 def _create(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.cli.main import load_json_arg
+    from foundry.adapters.cli.common import load_json_arg
 
     data = load_json_arg("@" + args.file, "file")
     params = {"collection": RECIPES, "data": data, "commandId": args.command_id,
@@ -104,7 +104,7 @@ def _show(foundry: Any, args: argparse.Namespace) -> int:
 
 
 def _edit(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.cli.main import load_json_arg
+    from foundry.adapters.cli.common import load_json_arg
 
     data = {**(load_json_arg(args.data, "data") if args.data else {}), **_sets(args.set)}
     params = {"collection": RECIPES, "id": args.id, "data": data, "reason": args.reason,
@@ -120,7 +120,7 @@ def _edit(foundry: Any, args: argparse.Namespace) -> int:
 
 
 def _list(foundry: Any, args: argparse.Namespace) -> int:
-    from foundry.adapters.cli.main import load_json_arg
+    from foundry.adapters.cli.common import load_json_arg
 
     order = []
     for spec in args.order_by:
