@@ -17,8 +17,8 @@ from uuid import UUID
 import pytest
 import structlog
 
-from foundry.adapters.commands.data import validate_recipe
 from foundry.adapters.publishing.alloy_io import export_alloy, import_alloy
+from foundry.adapters.store.recipe_data import validate_recipe
 from foundry.domain.artifact_builder import artifact_id
 from foundry.domain.errors import InvalidInputError
 from foundry.projections.recipes.fold import META_FIELDS

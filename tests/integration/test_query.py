@@ -1,4 +1,5 @@
-"""foundry.projections.query against real SQLite and PostgreSQL tables, checked with a Python reference."""
+"""foundry.projections.query against real SQLite and PostgreSQL tables, checked with a Python
+reference: on hand-made tables, and through Foundry.execute on both stores ($regex included)."""
 
 from __future__ import annotations
 
@@ -565,9 +566,19 @@ RECIPE_FILTER = st.recursive(
 )
 
 
+@dataclass
+class RecipeStore:
+    foundry: Any
+    stored_docs: list[dict[str, Any]]
+
+    def execute(self, command: str, params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.foundry.execute(command, params)
+        return result
+
+
 @pytest.fixture(scope="module", params=DIALECTS)
 def recipe_store(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecipeStore]:
     """One store per dialect holding RECIPE_DOCS, created through Foundry.execute."""
     from foundry.adapters.bootstrap import Foundry
     from tests.conftest import drop_schema, ok, pg_schema_url
@@ -580,10 +591,10 @@ def recipe_store(request: pytest.FixtureRequest,
             for doc in RECIPE_DOCS:
                 ok(foundry.execute("data/create", {"collection": "forge_recipes", "data": doc}))
             # The reference reads what was stored (defaults filled in, e.g. author "").
-            foundry.stored_docs = ok(foundry.execute("data/list", {
+            stored = ok(foundry.execute("data/list", {
                 "collection": "forge_recipes", "limit": 100}))["items"]
-            assert len(foundry.stored_docs) == len(RECIPE_DOCS)
-            yield foundry
+            assert len(stored) == len(RECIPE_DOCS)
+            yield RecipeStore(foundry, stored)
     finally:
         if request.param == "postgres":
             drop_schema(schema)

@@ -176,8 +176,8 @@ def test_a_hub_echoing_the_token_in_every_response_field_leaks_it_nowhere(
     assert secret not in event_payloads(foundry, run["runId"])
     views = [ok(foundry.execute("data/list", {"collection": c, "limit": 100}))
              for c in ("forge_artifacts", "forge_recipes")]
-    status = ok(foundry.execute("forge/status", {"runId": run["runId"]}))
-    assert HUB_TOKEN not in json.dumps([views, status])
+    run_status = ok(foundry.execute("forge/status", {"runId": run["runId"]}))
+    assert HUB_TOKEN not in json.dumps([views, run_status])
     for path in tmp_path.rglob("*"):  # SQLite files (+ WAL), state dir, file:// output
         if path.is_file():
             assert secret not in path.read_bytes(), path
