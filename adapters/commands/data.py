@@ -13,6 +13,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import DataError, ProgrammingError
 
+from foundry.adapters.commands.idempotency import (
+    check_repeat,
+    data_at,
+    is_create,
+    is_edit,
+    without_id,
+)
 from foundry.adapters.commands.registry import CommandSpec
 from foundry.adapters.commands.validation import parse_uuid
 from foundry.adapters.store.recipe_data import validate_recipe
@@ -45,6 +52,8 @@ def data_create(cmd: c.CreateEntity, services: CommandServices, _call: Call) -> 
     raw_id = cmd.id or cmd.data.get("id")
     recipe_id = parse_uuid(raw_id) if raw_id else None
     data = validate_recipe(cmd.data)
+    check_repeat(services, cmd.command_id, lambda prior: _same_create(services, prior,
+                                                                      recipe_id, data))
     result = services.recipes.create_recipe(
         data, recipe_id=recipe_id, author=cmd.author or data.get("author", ""),
         command_id=cmd.command_id, reason=cmd.reason,
@@ -60,7 +69,14 @@ def data_read(cmd: c.ReadEntity, services: CommandServices, _call: Call) -> Resu
 def data_update(cmd: c.UpdateEntity, services: CommandServices, _call: Call) -> Result:
     _refuse_artifact_writes(cmd.collection)
     # One aggregate load: edit_recipe's own (a missing recipe is its first error).
-    return _edit(services, cmd, parse_uuid(cmd.id), lambda current: {**current, **cmd.data})
+    recipe_id = parse_uuid(cmd.id)
+
+    def merge(current: dict[str, Any]) -> dict[str, Any]:
+        return {**current, **cmd.data}
+
+    check_repeat(services, cmd.command_id,
+                 lambda prior: _same_edit(services, prior, recipe_id, merge))
+    return _edit(services, cmd, recipe_id, merge)
 
 
 def data_upsert(cmd: c.UpsertEntity, services: CommandServices, call: Call) -> Result:
@@ -77,7 +93,28 @@ def data_upsert(cmd: c.UpsertEntity, services: CommandServices, call: Call) -> R
         created = data_create(create, services, call)
         return {"created": True, "found": False, "data": created["data"],
                 "previousRevision": 0, "newRevision": created["revision"]}
+    check_repeat(services, cmd.command_id, lambda prior: _same_edit(
+        services, prior, recipe_id, lambda _current: cmd.payload) or _same_create(
+        services, prior, recipe_id, validate_recipe(cmd.payload)))
     return {"created": False, **_edit(services, cmd, recipe_id, cmd.payload)}
+
+
+def _same_create(services: CommandServices, prior: Result, recipe_id: UUID | None,
+                 data: dict[str, Any]) -> bool:
+    """Whether the create that stored `prior` wrote this recipe with this data."""
+    return (is_create(prior) and (recipe_id is None or str(recipe_id) == prior["id"])
+            and data_at(services, prior["id"], prior["revision"]) == without_id(data))
+
+
+def _same_edit(services: CommandServices, prior: Result, recipe_id: UUID,
+               change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """Whether the edit that stored `prior` made this change to this recipe: `change`
+    applied to the revision it was applied to gives the revision it made."""
+    if not is_edit(prior) or prior["id"] != str(recipe_id):
+        return False
+    merged = change(data_at(services, prior["id"], prior["previousRevision"]))
+    expected = validate_recipe({k: v for k, v in merged.items() if v is not None})
+    return without_id(expected) == data_at(services, prior["id"], prior["newRevision"])
 
 
 def _edit(services: CommandServices, cmd: c.UpdateEntity | c.UpsertEntity, recipe_id: UUID,
@@ -103,6 +140,9 @@ def _edit(services: CommandServices, cmd: c.UpdateEntity | c.UpsertEntity, recip
 
 def data_delete(cmd: c.DeleteEntity, services: CommandServices, _call: Call) -> Result:
     _refuse_artifact_writes(cmd.collection)
+    target = str(parse_uuid(cmd.id))
+    check_repeat(services, cmd.command_id,
+                 lambda prior: "deleted" in prior and prior["id"] == target)
     result = services.recipes.archive_recipe(
         parse_uuid(cmd.id), expected_revision=cmd.expected_revision, author=cmd.author,
         reason=cmd.reason, command_id=cmd.command_id,
@@ -112,6 +152,8 @@ def data_delete(cmd: c.DeleteEntity, services: CommandServices, _call: Call) -> 
 
 def recipe_fork(cmd: c.ForkRecipe, services: CommandServices, _call: Call) -> Result:
     parent_id = parse_uuid(cmd.id)
+    check_repeat(services, cmd.command_id,
+                 lambda prior: prior.get("parentRecipeId") == str(parent_id))
     parent = services.recipes.get_recipe(parent_id).data
     overrides = validate_recipe({**parent, **cmd.data})
     result = services.recipes.fork_recipe(

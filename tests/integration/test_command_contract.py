@@ -255,3 +255,56 @@ def test_a_forge_run_command_id_reused_for_another_recipe_is_a_conflict(
     result = foundry.execute("forge/run", {"recipeId": other_recipe, "commandId": "nightly-1"})
     assert result["success"] is False and result["errorCode"] == "command_conflict", result
     assert "forge/run" in result["error"] and first["runId"] in result["error"]
+
+
+def test_a_data_command_id_repeated_with_the_same_params_is_the_first_result(
+        foundry, recipe_data):
+    created = ok(foundry.execute("data/create", {"collection": R, "data": recipe_data,
+                                                 "commandId": "c-1"}))
+    again = ok(foundry.execute("data/create", {"collection": R, "data": recipe_data,
+                                               "commandId": "c-1"}))
+    assert again["id"] == created["id"]
+    edit = {"collection": R, "id": created["id"], "data": {"description": "two"},
+            "commandId": "e-1"}
+    first, repeat = ok(foundry.execute("data/update", edit)), None
+    before = count_events(foundry)
+    repeat = ok(foundry.execute("data/update", edit))
+    assert repeat["newRevision"] == first["newRevision"] == 2 and count_events(foundry) == before
+    entity = {**recipe_data, "id": str(uuid.uuid4())}
+    up = {"collection": R, "entity": entity, "commandId": "u-1"}
+    assert ok(foundry.execute("data/upsert", up))["created"] is True
+    ok(foundry.execute("data/upsert", up))  # the same command again: no conflict
+    gone = {"collection": R, "id": created["id"], "commandId": "d-1"}
+    ok(foundry.execute("data/delete", gone))
+    ok(foundry.execute("data/delete", gone))
+
+
+@pytest.mark.parametrize("second", ["other data", "other recipe", "other command"])
+def test_a_data_command_id_reused_with_other_params_is_a_conflict_naming_the_first(
+        foundry, recipe_data, second):
+    target = create(foundry, recipe_data)
+    other = create(foundry, recipe_data)
+    first = ok(foundry.execute("data/update", {"collection": R, "id": target,
+                                               "data": {"description": "first"},
+                                               "commandId": "shared-id"}))
+    before = count_events(foundry)
+    params = {
+        "other data": ("data/update", {"id": target, "data": {"description": "second"}}),
+        "other recipe": ("data/update", {"id": other, "data": {"description": "first"}}),
+        "other command": ("data/delete", {"id": target}),
+    }[second]
+    result = foundry.execute(params[0], {"collection": R, **params[1],
+                                         "commandId": "shared-id"})
+    assert result["success"] is False and result["errorCode"] == "command_conflict", result
+    assert result["error"].startswith("commandId: 'shared-id' was already used by ")
+    assert f"recipe {target} (revision {first['newRevision']})" in result["error"], result
+    assert count_events(foundry) == before  # nothing applied, nothing recorded
+
+
+def test_a_create_command_id_reused_with_other_data_is_a_conflict(foundry, recipe_data):
+    ok(foundry.execute("data/create", {"collection": R, "data": recipe_data,
+                                       "commandId": "make-1"}))
+    result = foundry.execute("data/create", {"collection": R, "commandId": "make-1",
+                                             "data": {**recipe_data, "description": "else"}})
+    assert result["errorCode"] == "command_conflict" and "data/create" in result["error"], \
+        result

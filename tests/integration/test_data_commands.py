@@ -65,10 +65,14 @@ def test_repeated_command_id_returns_the_first_result_and_writes_nothing(foundry
     assert again["id"] == first["id"] and count_events(foundry) == before
     upd = {"collection": R, "id": first["id"], "data": {"cycles": 4}, "commandId": "cmd-u"}
     one = foundry.execute("data/update", upd)
-    two = foundry.execute("data/update", {**upd, "data": {"cycles": 5}})
+    two = foundry.execute("data/update", upd)
     assert one["newRevision"] == two["newRevision"] == 2
+    # The same commandId with other params is another command: refused, never silently the
+    # first one's result (#17: idempotency keys bind the payload).
+    other = foundry.execute("data/update", {**upd, "data": {"cycles": 5}})
+    assert other["success"] is False and other["errorCode"] == "command_conflict", other
     read = foundry.execute("data/read", {"collection": R, "id": first["id"]})
-    assert read["data"]["cycles"] == 4
+    assert read["data"]["cycles"] == 4 and read["data"]["revision"] == 2
 
 
 def test_upsert_creates_then_replaces(foundry, recipe_data):
