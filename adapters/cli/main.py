@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     from foundry.adapters.cli.cluster import add_cluster_commands
 
     add_cluster_commands(sub)
+    from foundry.adapters.cli.serve import add_serve_commands
+
+    add_serve_commands(sub)
     p = sub.add_parser("projections", help="projection maintenance")
     psub = p.add_subparsers(metavar="ACTION")
     r = psub.add_parser("rebuild", help="drop every view and replay all events into it")

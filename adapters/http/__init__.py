@@ -1,0 +1,1 @@
+"""`foundry serve`: the command registry over HTTP (docs/http.md)."""
