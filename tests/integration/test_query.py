@@ -660,3 +660,43 @@ def test_a_query_with_too_many_bound_values_is_invalid_input(recipe_store: Any) 
     flt = {"$or": [{"name": {"$in": [f"n{i}-{j}" for j in range(450)]}} for i in range(10)]}
     assert recipe_store.execute("data/list", {"collection": "forge_recipes",
                                               "filter": flt})["success"]
+
+
+def test_a_pattern_that_backtracks_too_long_is_stopped_and_named_as_the_callers_error(
+        tmp_path: Any) -> None:
+    """SQLite searches in Python, where `(x+x+)+y` backtracks exponentially on a long run of x:
+    the query's regex budget stops it, and the caller gets invalid_input, not a pinned CPU or a
+    store error. (PostgreSQL's engine answers the same pattern at once: there it just runs.)"""
+    import time
+
+    from foundry.adapters.bootstrap import Foundry
+    from foundry.projections.query_regex import QUERY_BUDGET_SECONDS
+    from tests.conftest import ok
+
+    with Foundry.open(f"sqlite:///{tmp_path / 'foundry.db'}") as foundry:
+        ok(foundry.execute("data/create", {"collection": "forge_recipes", "data": {
+            **_recipe_doc(0, "x" * 3000)}}))
+        started = time.monotonic()
+        result = foundry.execute("data/list", {
+            "collection": "forge_recipes", "filter": {"description": {"$regex": "(x+x+)+y"}}})
+        took = time.monotonic() - started
+        assert result["success"] is False and result["errorCode"] == "invalid_input", result
+        assert result["error"].startswith("filter: $regex: the pattern ran longer than"), result
+        # Without the budget this search would not end in our lifetime; the engine checks its
+        # clock now and then, and this machine may be busy: a generous bound.
+        assert QUERY_BUDGET_SECONDS <= took < 60, took
+        # The store is fine afterwards.
+        assert ok(foundry.execute("data/list", {"collection": "forge_recipes"}))["count"] == 1
+
+
+def test_a_value_longer_than_the_subject_limit_is_not_searched() -> None:
+    from foundry.projections.document_view import _execute_query
+    from foundry.projections.query_regex import MAX_SUBJECT_CHARS, parse
+
+    conn = sqlite3.connect(":memory:")
+    conn.create_function("regexp", 2, sqlite_regexp, deterministic=True)
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("INSERT INTO t VALUES (?)", ["a" * (MAX_SUBJECT_CHARS + 1)])
+    with pytest.raises(QueryError) as err:
+        _execute_query(conn.cursor(), "SELECT v FROM t WHERE v REGEXP ?", [parse("a").python])
+    assert err.value.field == "filter" and "longer than" in err.value.rule
