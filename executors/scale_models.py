@@ -172,6 +172,34 @@ def default_config(name: str) -> dict[str, Any]:
     return data
 
 
+def base_config_for(source: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The base model's config for a recipe `source`, and where it came from.
+
+    Tried in order: `baseModel` as a local directory holding config.json; `baseModel` as a hub
+    id whose config.json is in the huggingface_hub cache (never downloaded here); else the
+    defaults of the config class of `source.architecture` (the family's full-size shape).
+    An architecture no family describes raises `UnsupportedArchitectureError`.
+    """
+    base_model = str(source.get("baseModel") or "")
+    path = Path(base_model).expanduser() if base_model else None
+    if path is not None and (path / "config.json").is_file():
+        return _base_dict(path), f"local config {path / 'config.json'}"
+    if base_model and "/" in base_model and path is not None and not path.exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cached = hf_hub_download(base_model, "config.json", revision=source.get("revision"),
+                                     local_files_only=True)
+            return _base_dict(Path(cached)), f"huggingface_hub cache {cached}"
+        except Exception:  # not cached (LocalEntryNotFoundError), a broken entry, ...
+            pass
+    architecture = str(source.get("architecture") or "")
+    arch = lookup(architecture)
+    if arch is None:
+        raise UnsupportedArchitectureError(architecture or "?", "source.architecture")
+    return default_config(architecture), f"{arch.config_class} defaults (no config.json found)"
+
+
 def build_scale_model(base: Any, out_dir: Path, *, tokenizer: Any = None,
                       vocab_size: int | None = None, widths: Widths = Widths(),
                       seed: int = 0) -> Path:

@@ -21,6 +21,7 @@ from foundry.executors.architectures import (
 )
 from foundry.executors.scale_models import (
     Widths,
+    base_config_for,
     default_config,
     scale_config,
     scale_config_dict,
@@ -182,3 +183,23 @@ def test_unknown_architectures_are_refused_by_name() -> None:
         scale_config({"model_type": "qwen3_vl", "num_hidden_layers": 2})
     with pytest.raises(UnsupportedArchitectureError, match="mistral"):
         default_config("mistral")
+
+
+def test_base_config_comes_from_disk_else_from_the_config_class(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = {**default_config("qwen3_5"), "num_hidden_layers": 8, "hidden_size": 2560}
+    config.pop("layer_types")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    data, where = base_config_for({"baseModel": str(tmp_path), "architecture": "qwen3_5"})
+    assert data["hidden_size"] == 2560 and "local config" in where
+    twin = scale_config_dict(data)
+    assert twin["layer_types"] == ["linear_attention"] * 3 + ["full_attention"]
+    data, where = base_config_for({"baseModel": "Qwen/No-Such-Model-Here",
+                                   "architecture": "qwen3_5_moe"})
+    assert "Qwen3_5MoeTextConfig defaults" in where and data["num_experts"] == 256
+    with pytest.raises(UnsupportedArchitectureError, match="qwen3_vl"):
+        base_config_for({"baseModel": "Qwen/No-Such-Model-Here", "architecture": "qwen3_vl"})
