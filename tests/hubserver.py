@@ -263,8 +263,9 @@ class HubServer:
                 found.files.pop(path, None)
             found.files.update(files)
             found.head = oid
-        h.send_json(200, {"commitUrl": f"{self.url}/{repo}/commit/{oid}", "commitOid": oid,
-                          "success": True})
+        echo = f"?echo={self.echo}" if self.echo else ""
+        h.send_json(200, {"commitUrl": f"{self.url}/{repo}/commit/{oid}{echo}",
+                          "commitOid": oid, "success": True})
 
     def _repo_info(self, h: _Handler, body: bytes, repo: str,  # noqa: ARG002
                    rev: str | None = None) -> None:  # noqa: ARG002
