@@ -7,6 +7,7 @@ projection (its fold), so the view and a replay can never disagree about what an
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 State = dict[str, Any]
@@ -55,85 +56,139 @@ def apply(state: State, name: str, f: dict[str, Any]) -> State:
 
     Copy-on-write: the result shares every part the event does not change with `state`, so an
     event costs the same on the 500th stage as on the first. Nothing may change a state (or
-    anything in it) in place.
+    anything in it) in place: each fold below writes only to `s`, the new top-level dict.
     """
-    f = copy.deepcopy(f)
-    s = dict(state)
-
-    def update_stage(**changes: Any) -> None:
-        key = stage_key(f["cycle"], f["index"])
-        s["stages"] = {**state["stages"], key: {**state["stages"][key], **changes}}
-
-    if name == "Started":
-        s["status"] = "running"
-        s["queue"] = None
-        s["attempts"] = [*state["attempts"], {
-            "attempt": f["attempt"], "workerHost": f["worker_host"], "pid": f["pid"],
-            "software": f["software"], "device": f["device"], "startedAt": f["at"],
-            # Events recorded before cluster dispatch existed carry no node.
-            **({"node": f["node"]} if f.get("node") else {}),
-        }]
-    elif name == "SourceResolved":
-        s["source"] = {"baseModel": f["base_model"], "sourceHash": f["source_hash"],
-                       "files": f["files"], "resolvedAt": f["at"]}
-    elif name == "StageStarted":
-        s["stages"] = {**state["stages"], stage_key(f["cycle"], f["index"]): {
-            "cycle": f["cycle"], "index": f["index"], "type": f["stage_type"],
-            "config": f["config"], "inputHash": f["input_hash"], "attempt": f["attempt"],
-            "status": "running", "startedAt": f["at"], "progress": None,
-        }}
-    elif name == "StageProgressed":
-        update_stage(progress={"fraction": f["fraction"], "message": f["message"],
-                               "at": f["at"]})
-    elif name == "StageCompleted":
-        update_stage(status="completed", outputHash=f["output_hash"], files=f["files"],
-                     metrics=f["metrics"], notes=f["notes"], seconds=f["seconds"],
-                     completedAt=f["at"])
-    elif name == "StageFailed":
-        update_stage(status="failed", error={"type": f["error_type"], "message": f["message"]},
-                     completedAt=f["at"])
-    elif name == "BenchmarksRecorded":
-        s["benchmarks"] = copy.deepcopy(f["benchmarks"])
-    elif name == "GateEvaluated":
-        s["gate"] = {"passed": f["passed"], "reasons": list(f["reasons"]), "at": f["at"]}
-    elif name == "Sealed":
-        s.update(status="sealed", alloyHash=f["alloy_hash"], sealedAt=f["at"])
-    elif name == "Completed":
-        s.update(status="completed", endedAt=f["at"])
-    elif name == "Failed":
-        s.update(status="failed", endedAt=f["at"],
-                 failure={"type": f["error_type"], "message": f["message"]})
-    elif name == "Signed":
-        s["integrity"] = copy.deepcopy(f["integrity"])
-    elif name == "Published":
-        s["publications"] = [*state.get("publications", []), {
-            "target": f["target"], "url": f["url"], "publishedAt": f["at"],
-            "files": list(f["files"]), "cardHash": f["card_hash"], "forced": f["forced"],
-            "forceReason": f["force_reason"]}]
-    elif name == "PublishFailed":
-        s["publishFailures"] = [*state.get("publishFailures", []), {
-            "target": f["target"], "errorType": f["error_type"], "message": f["message"],
-            "requestId": f["request_id"], "status": f["status"], "at": f["at"]}]
-    elif name == "Imported":
-        # A run that happened elsewhere: its artifact fields are kept exactly as they came.
-        s.update(status="completed", endedAt=f["at"], alloyHash=f["fields"].get("alloyHash"),
-                 imported={"fields": copy.deepcopy(f["fields"]), "sourceFile": f["source_file"],
-                           "fileSha256": f["file_sha256"], "importedAt": f["at"]})
-    elif name == "Queued":
-        s["queue"] = {"reason": f["reason"], "at": f["at"]}
-    elif name == "Dispatched":
-        # Operational facts, not content: the artifact builder does not read them.
-        s["queue"] = None
-        s["dispatches"] = [*state.get("dispatches", []), {
-            "dispatcher": f["dispatcher"], "labelSelector": dict(f["label_selector"]),
-            "resources": dict(f["resources"]), "at": f["at"]}]
-    elif name == "Cancelled":
-        s.update(status="cancelled", endedAt=f["at"],
-                 cancellation={"by": f["by"], "reason": f["reason"]})
-    else:
+    try:
+        fold = _FOLDS[name]
+    except KeyError:
         msg = f"unknown run event {name!r}"
-        raise ValueError(msg)
+        raise ValueError(msg) from None
+    s = dict(state)
+    fold(s, state, copy.deepcopy(f))
     return s
+
+
+Fold = Callable[[State, State, dict[str, Any]], None]
+"""(new state to fill, state before, event fields) -> None."""
+
+
+def _update_stage(s: State, state: State, f: dict[str, Any], **changes: Any) -> None:
+    key = stage_key(f["cycle"], f["index"])
+    s["stages"] = {**state["stages"], key: {**state["stages"][key], **changes}}
+
+
+def _started(s: State, state: State, f: dict[str, Any]) -> None:
+    s["status"] = "running"
+    s["queue"] = None
+    s["attempts"] = [*state["attempts"], {
+        "attempt": f["attempt"], "workerHost": f["worker_host"], "pid": f["pid"],
+        "software": f["software"], "device": f["device"], "startedAt": f["at"],
+        # Events recorded before cluster dispatch existed carry no node.
+        **({"node": f["node"]} if f.get("node") else {}),
+    }]
+
+
+def _source_resolved(s: State, _state: State, f: dict[str, Any]) -> None:
+    s["source"] = {"baseModel": f["base_model"], "sourceHash": f["source_hash"],
+                   "files": f["files"], "resolvedAt": f["at"]}
+
+
+def _stage_started(s: State, state: State, f: dict[str, Any]) -> None:
+    s["stages"] = {**state["stages"], stage_key(f["cycle"], f["index"]): {
+        "cycle": f["cycle"], "index": f["index"], "type": f["stage_type"],
+        "config": f["config"], "inputHash": f["input_hash"], "attempt": f["attempt"],
+        "status": "running", "startedAt": f["at"], "progress": None,
+    }}
+
+
+def _stage_progressed(s: State, state: State, f: dict[str, Any]) -> None:
+    _update_stage(s, state, f, progress={"fraction": f["fraction"], "message": f["message"],
+                                         "at": f["at"]})
+
+
+def _stage_completed(s: State, state: State, f: dict[str, Any]) -> None:
+    _update_stage(s, state, f, status="completed", outputHash=f["output_hash"],
+                  files=f["files"], metrics=f["metrics"], notes=f["notes"],
+                  seconds=f["seconds"], completedAt=f["at"])
+
+
+def _stage_failed(s: State, state: State, f: dict[str, Any]) -> None:
+    _update_stage(s, state, f, status="failed", completedAt=f["at"],
+                  error={"type": f["error_type"], "message": f["message"]})
+
+
+def _benchmarks_recorded(s: State, _state: State, f: dict[str, Any]) -> None:
+    s["benchmarks"] = f["benchmarks"]
+
+
+def _gate_evaluated(s: State, _state: State, f: dict[str, Any]) -> None:
+    s["gate"] = {"passed": f["passed"], "reasons": list(f["reasons"]), "at": f["at"]}
+
+
+def _sealed(s: State, _state: State, f: dict[str, Any]) -> None:
+    s.update(status="sealed", alloyHash=f["alloy_hash"], sealedAt=f["at"])
+
+
+def _completed(s: State, _state: State, f: dict[str, Any]) -> None:
+    s.update(status="completed", endedAt=f["at"])
+
+
+def _failed(s: State, _state: State, f: dict[str, Any]) -> None:
+    s.update(status="failed", endedAt=f["at"],
+             failure={"type": f["error_type"], "message": f["message"]})
+
+
+def _signed(s: State, _state: State, f: dict[str, Any]) -> None:
+    s["integrity"] = f["integrity"]
+
+
+def _published(s: State, state: State, f: dict[str, Any]) -> None:
+    s["publications"] = [*state.get("publications", []), {
+        "target": f["target"], "url": f["url"], "publishedAt": f["at"],
+        "files": list(f["files"]), "cardHash": f["card_hash"], "forced": f["forced"],
+        "forceReason": f["force_reason"]}]
+
+
+def _publish_failed(s: State, state: State, f: dict[str, Any]) -> None:
+    s["publishFailures"] = [*state.get("publishFailures", []), {
+        "target": f["target"], "errorType": f["error_type"], "message": f["message"],
+        "requestId": f["request_id"], "status": f["status"], "at": f["at"]}]
+
+
+def _imported(s: State, _state: State, f: dict[str, Any]) -> None:
+    # A run that happened elsewhere: its artifact fields are kept exactly as they came.
+    s.update(status="completed", endedAt=f["at"], alloyHash=f["fields"].get("alloyHash"),
+             imported={"fields": f["fields"], "sourceFile": f["source_file"],
+                       "fileSha256": f["file_sha256"], "importedAt": f["at"]})
+
+
+def _queued(s: State, _state: State, f: dict[str, Any]) -> None:
+    s["queue"] = {"reason": f["reason"], "at": f["at"]}
+
+
+def _dispatched(s: State, state: State, f: dict[str, Any]) -> None:
+    # Operational facts, not content: the artifact builder does not read them.
+    s["queue"] = None
+    s["dispatches"] = [*state.get("dispatches", []), {
+        "dispatcher": f["dispatcher"], "labelSelector": dict(f["label_selector"]),
+        "resources": dict(f["resources"]), "at": f["at"]}]
+
+
+def _cancelled(s: State, _state: State, f: dict[str, Any]) -> None:
+    s.update(status="cancelled", endedAt=f["at"],
+             cancellation={"by": f["by"], "reason": f["reason"]})
+
+
+# One fold per event type: adding an event means adding one function and one line here.
+_FOLDS: dict[str, Fold] = {
+    "Started": _started, "SourceResolved": _source_resolved, "StageStarted": _stage_started,
+    "StageProgressed": _stage_progressed, "StageCompleted": _stage_completed,
+    "StageFailed": _stage_failed, "BenchmarksRecorded": _benchmarks_recorded,
+    "GateEvaluated": _gate_evaluated, "Sealed": _sealed, "Completed": _completed,
+    "Failed": _failed, "Signed": _signed, "Published": _published,
+    "PublishFailed": _publish_failed, "Imported": _imported, "Queued": _queued,
+    "Dispatched": _dispatched, "Cancelled": _cancelled,
+}
 
 
 def current_attempt(state: State) -> int:
