@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from foundry.adapters.commands.alloy_import import import_alloys
 from foundry.adapters.commands.registry import CommandSpec
 from foundry.adapters.commands.validation import parse_uuid
 from foundry.adapters.store.run_lookup import run_of
@@ -88,33 +89,19 @@ def _read_json_object(path: Path, field: str) -> dict[str, Any]:
     return data
 
 
-def import_alloys(cmd: c.ImportAlloys, services: CommandServices, _call: Call) -> Result:
-    from foundry.adapters.publishing.alloy_io import import_alloy
-
-    results = [import_alloy(services, path) for path in _alloy_files(cmd.paths)]
-    return {"imported": results, "count": len(results)}
-
-
-def _alloy_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        files += sorted(path.glob("*.alloy.json")) if path.is_dir() else [path]
-    return files
-
-
 def export_alloy(cmd: c.ExportAlloy, services: CommandServices, _call: Call) -> Result:
     from foundry.adapters.publishing.alloy_io import export_alloy as export
 
     alloy = export(services, parse_uuid(cmd.id))
     if cmd.out is None:
         return {"alloy": alloy}
+    from foundry.adapters.publishing.safe_files import writable_dir, write_atomic
+
     out = Path(cmd.out)
     text = json.dumps(alloy, indent=2, ensure_ascii=False) + "\n"
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InvalidInputError("out", f"cannot write {out}: {e.strerror}") from None
+    # Atomic and never through a symlink planted at `out`; the directory must exist.
+    write_atomic(writable_dir(out.parent, "out", create=False), out.name,
+                 text.encode("utf-8"), field="out")
     return {"file": cmd.out}
 
 

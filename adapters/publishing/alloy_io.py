@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from foundry.adapters.clock import utc_now
-from foundry.domain.validation import validate_model
+from foundry.adapters.publishing.safe_files import read_regular_file
 from foundry.domain.errors import InvalidInputError
+from foundry.domain.validation import validate_model
 from foundry.domain.values.artifact import ForgeArtifact
 
 if TYPE_CHECKING:
@@ -38,15 +39,19 @@ LEGACY_MARK = "legacyType"
 IMPORTED_NODE = "imported"
 # The recipe field that remembers the file's own shape (see the module docstring).
 IMPORT_RECORD = "foundryImport"
+# A real .alloy.json is tens of KB: a regular file of at most this, never /dev/zero or a FIFO.
+MAX_ALLOY_BYTES = 8 * 1024 * 1024
 
 
-def read_alloy(path: Path) -> dict[str, Any]:
+def read_alloy(path: Path, raw: bytes | None = None) -> dict[str, Any]:
+    if raw is None:
+        raw = read_regular_file(path, max_bytes=MAX_ALLOY_BYTES, field="file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InvalidInputError("file", f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InvalidInputError("file", f"{path.name}: not UTF-8 ({e.reason})") from None
+    except RecursionError:
+        raise InvalidInputError("file", f"{path.name}: JSON nested too deeply") from None
     except json.JSONDecodeError as e:
         raise InvalidInputError("file", f"{path.name}: malformed JSON at line {e.lineno} "
                                 f"column {e.colno}: {e.msg}") from None
@@ -93,8 +98,8 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
     """Import one file: nothing is written unless the whole file validates."""
     from foundry.adapters.store.recipe_data import validate_recipe
 
-    raw = path.read_bytes() if path.is_file() else b""
-    data = read_alloy(path)
+    raw = read_regular_file(path, max_bytes=MAX_ALLOY_BYTES, field="file")
+    data = read_alloy(path, raw)
     upgraded, notes = migrate(data)
     recipe_data, artifact_fields = split(upgraded)
     recipe = validate_recipe(recipe_data)

@@ -102,13 +102,13 @@ def card_hash(readme_text: str) -> str:
 
 
 def write_cards(artifact: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Render and write both cards into `out_dir` (created if missing), as UTF-8 bytes."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, text in render_cards(artifact).items():
-        paths[name] = out_dir / name
-        paths[name].write_bytes(text.encode("utf-8"))
-    return paths
+    """Render and write both cards into `out_dir` (created if missing), as UTF-8 bytes,
+    atomically and never through a symlink (safe_files); InvalidInputError("out") if not."""
+    from foundry.adapters.publishing.safe_files import writable_dir, write_atomic
+
+    out_dir = writable_dir(out_dir, "out", create=True)
+    return {name: write_atomic(out_dir, name, text.encode("utf-8"), field="out")
+            for name, text in render_cards(artifact).items()}
 
 
 # --- tags and front-matter -----------------------------------------------------------------

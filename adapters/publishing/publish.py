@@ -10,7 +10,6 @@ unpublished: publishing again retries.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,12 @@ from uuid import UUID
 
 from foundry.adapters.clock import utc_now
 from foundry.adapters.publishing.hub import PublishError, upload_to_hub
+from foundry.adapters.publishing.safe_files import (
+    check_target_dir,
+    safe_file_name,
+    writable_dir,
+    write_atomic,
+)
 from foundry.adapters.store.blobs import FileRecord, tree_hash
 from foundry.domain import run_state
 from foundry.domain.artifact_builder import build_artifact
@@ -57,10 +62,12 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
                 reason: str = "") -> dict[str, Any]:
     run = foundry.runs.get_run(run_id)
     run.check_publishable(forced=force, force_reason=reason)  # before anything is uploaded
+    check_target(target)
     from foundry.adapters.publishing.cards import card_hash, render_cards
 
     artifact = publishable_artifact(run.state)
-    name = str(artifact.get("recipeName") or "artifact")
+    # A recipe name is a user string: reduced to a plain file name, it cannot leave the folder.
+    name = safe_file_name(str(artifact.get("recipeName") or ""), fallback="artifact")
     cards = render_cards(artifact)
     digest, at, url = card_hash(cards["README.md"]), utc_now(), target_url(target)
     # The published alloy carries its receipt, so `foundry verify FILE` can check the card
@@ -88,6 +95,22 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
             "cardHash": digest, "forced": force}
 
 
+def check_target(target: str) -> None:
+    """Refuse, before any work, a target that is neither form or a directory under /proc,
+    /sys or /dev."""
+    if target.startswith("file://"):
+        check_target_dir(_directory_of(target), "target")
+    elif not target.startswith("hf://"):
+        raise InvalidInputError("target", "must be hf://<org>/<repo> or file:///<dir>")
+
+
+def _directory_of(target: str) -> Path:
+    path = unquote(urlsplit(target).path)
+    if not path.startswith("/"):
+        raise InvalidInputError("target", f"{target}: a file:// target needs an absolute path")
+    return Path(path)
+
+
 def target_url(target: str) -> str:
     """Where people find a publication: the directory's file URI, or the hub repo page."""
     if target.startswith("file://"):
@@ -100,21 +123,20 @@ def target_url(target: str) -> str:
 
 def _upload(target: str, folder: Path) -> str:
     if target.startswith("file://"):
-        return _publish_to_directory(Path(unquote(urlsplit(target).path)), folder)
+        return _publish_to_directory(_directory_of(target), folder)
     if target.startswith("hf://"):
         return upload_to_hub(target.removeprefix("hf://"), folder, CARD_FILES)
     raise InvalidInputError("target", "must be hf://<org>/<repo> or file:///<dir>")
 
 
 def _publish_to_directory(dest: Path, folder: Path) -> str:
-    """Copy each file in atomically (temp + rename), the cards last."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """Copy each file in atomically, the cards last; see safe_files: no symlink planted in
+    `dest` is ever written through, and every file lands directly inside `dest`."""
+    dest = writable_dir(dest, "target", create=True)
     names = sorted(p.name for p in folder.iterdir() if p.name not in CARD_FILES)
     for name in [*names, *CARD_FILES]:
-        tmp = dest / f".{name}.partial"
-        shutil.copyfile(folder / name, tmp)
-        tmp.replace(dest / name)
-    return dest.resolve().as_uri()
+        write_atomic(dest, name, folder / name, field="target")
+    return dest.as_uri()
 
 
 def _record_failure(foundry: Foundry, run_id: UUID, target: str, error: PublishError) -> None:

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import structlog
 
+from foundry.domain.errors import FoundryError
 from foundry.domain.hashing import content_hash
 
 log = structlog.get_logger(__name__)
@@ -42,20 +43,49 @@ _BLOB_MODE = 0o444  # blobs are read-only: an in-place edit would break their na
 _FILE_MODE = 0o644
 
 
-class BlobError(Exception):
-    """Root of the blob store's errors."""
+class BlobError(FoundryError):
+    """Root of the blob store's errors (FoundryErrors: each reaches a caller as an envelope)."""
+
+    code = "blob_error"
+
+
+def _named(path: str | None) -> str:
+    return f"{path}: " if path else ""
 
 
 class BlobMissingError(BlobError, LookupError):
-    def __init__(self, sha256: str) -> None:
-        self.sha256 = sha256
-        super().__init__(f"blob {sha256} is not in the store")
+    code = "blob_missing"
+
+    def __init__(self, sha256: str, path: str | None = None) -> None:
+        self.sha256, self.path = sha256, path
+        super().__init__(f"{_named(path)}blob {sha256} is not in the store")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survives a worker process boundary
+        return type(self), (self.sha256, self.path)
 
 
 class BlobCorruptError(BlobError):
-    def __init__(self, sha256: str, found: str) -> None:
-        self.sha256, self.found = sha256, found
-        super().__init__(f"blob {sha256} is corrupt: its content hashes to {found}")
+    code = "blob_corrupt"
+
+    def __init__(self, sha256: str, found: str, path: str | None = None) -> None:
+        self.sha256, self.found, self.path = sha256, found, path
+        super().__init__(f"{_named(path)}blob {sha256} is corrupt: its content hashes to {found}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.sha256, self.found, self.path)
+
+
+class BlobSourceError(BlobError, ValueError):
+    """A file offered to `put_dir` that the store refuses to ingest (a symlink out of it)."""
+
+    code = "invalid_input"
+
+    def __init__(self, path: str, rule: str) -> None:
+        self.path, self.rule = path, rule
+        super().__init__(f"{path}: {rule}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.rule)
 
 
 @dataclass(frozen=True)
@@ -131,18 +161,38 @@ def _temp_in(directory: Path) -> Iterator[tuple[IO[bytes], Path]]:
         tmp.unlink(missing_ok=True)
 
 
-def _regular_files(directory: Path) -> list[tuple[str, Path]]:
+def _link_roots(directory: Path) -> list[Path]:
+    """Where a file symlink under `directory` may point: inside it, or, for a Hugging Face
+    cache snapshot (`<repo>/snapshots/<rev>`), into that repo's `blobs/` folder."""
+    real = Path(os.path.realpath(directory))
+    roots = [real]
+    if real.parent.name == "snapshots":
+        roots.append(real.parent.parent / "blobs")
+    return roots
+
+
+def _regular_files(directory: Path, *, contained: bool = False) -> list[tuple[str, Path]]:
     """(relative posix path, path) of every file under `directory`, sorted by relative path.
 
     Symlinks to files count as files (HF cache snapshots are links into a blob folder);
-    directory symlinks are not followed.
+    directory symlinks are not followed. With `contained`, a file symlink resolving outside
+    `_link_roots(directory)` raises BlobSourceError instead (a planted `model.bin ->
+    ~/.ssh/id_rsa` would otherwise be copied into the store and published).
     """
+    roots = _link_roots(directory) if contained else []
     found: list[tuple[str, Path]] = []
     for dirpath, _dirnames, filenames in os.walk(directory):
         for name in filenames:
             path = Path(dirpath) / name
-            if path.is_file():
-                found.append((path.relative_to(directory).as_posix(), path))
+            if not path.is_file():
+                continue
+            rel = path.relative_to(directory).as_posix()
+            if contained and path.is_symlink():
+                target = Path(os.path.realpath(path))
+                if not any(target == r or r in target.parents for r in roots):
+                    raise BlobSourceError(rel, f"is a symlink to {target}, outside the "
+                                          "directory being stored: refused")
+            found.append((rel, path))
     return sorted(found)
 
 
@@ -213,7 +263,7 @@ class BlobStore:
 
     def put_dir(self, directory: Path, role: str) -> list[FileRecord]:
         records = []
-        for rel, path in _regular_files(Path(directory)):
+        for rel, path in _regular_files(Path(directory), contained=True):
             ref = self.put_file(path)
             records.append(FileRecord(path=rel, sha256=ref.sha256, size=ref.size, role=role))
         return records
@@ -221,6 +271,20 @@ class BlobStore:
     def verify_records(self, records: Iterable[FileRecord]) -> list[str]:
         """The paths of the records whose blob is missing or corrupt."""
         return [r.path for r in records if not self.verify(r.sha256)]
+
+    def check_records(self, records: Iterable[FileRecord]) -> list[BlobError]:
+        """Re-hash (streaming) every record's blob; one error per missing or corrupt blob,
+        naming the record's path. Empty when every blob holds what its record says."""
+        problems: list[BlobError] = []
+        for r in records:
+            path = self.path_of(r.sha256)
+            if not path.is_file():
+                problems.append(BlobMissingError(r.sha256, r.path))
+                continue
+            found = _hash_file(path)[0]
+            if found != "sha256:" + r.sha256.removeprefix("sha256:"):
+                problems.append(BlobCorruptError(r.sha256, found, r.path))
+        return problems
 
     def materialize(self, records: Iterable[FileRecord], dest: Path) -> None:
         """Copy each record's blob to `dest/<record.path>`, verifying it on the way.
@@ -233,11 +297,11 @@ class BlobStore:
             target = dest.joinpath(*_safe_relative(record.path).parts)
             source = self.path_of(record.sha256)
             if not source.is_file():
-                raise BlobMissingError(record.sha256)
+                raise BlobMissingError(record.sha256, record.path)
             with _temp_in(target.parent) as (fh, tmp):
                 sha, _size = _copy_hashing(source, fh)
                 fh.close()
                 if sha != "sha256:" + record.sha256.removeprefix("sha256:"):
-                    raise BlobCorruptError(record.sha256, sha)
+                    raise BlobCorruptError(record.sha256, sha, record.path)
                 tmp.chmod(_FILE_MODE)
                 os.replace(tmp, target)
