@@ -21,7 +21,9 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from foundry.executors.real.activation_profile import ExpertActivationProfileExecutor
 from foundry.executors.real.context_extend import ContextExtendExecutor
+from foundry.executors.real.expert_prune import ExpertPruneExecutor
 from foundry.executors.real.lora import LoraExecutor
 from foundry.executors.real.prune import PruneExecutor
 from foundry.executors.real.source_config import SourceConfigExecutor
@@ -31,6 +33,8 @@ from foundry.executors.registry import ExecutorRegistry
 
 __all__ = [
     "ContextExtendExecutor",
+    "ExpertActivationProfileExecutor",
+    "ExpertPruneExecutor",
     "LoraExecutor",
     "PruneExecutor",
     "SourceConfigExecutor",
@@ -85,6 +89,8 @@ def build_registry() -> ExecutorRegistry:
             LoraExecutor(),
             ContextExtendExecutor(),
             SourceConfigExecutor(),
+            ExpertActivationProfileExecutor(),
+            ExpertPruneExecutor(),
             quant_executor(),
             eval_executor(),
         ),
