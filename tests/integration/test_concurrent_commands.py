@@ -99,3 +99,38 @@ def test_a_read_is_answered_while_a_forge_run_is_executing(foundry, recipe_data)
     assert ok(done["run"])["status"] == "completed"
     assert listed["count"] == 1
     assert answered < done["ended"] - STAGE_SLEEP, "the read waited for the run to end"
+
+
+def test_two_threads_resuming_one_run_execute_it_once(foundry, recipe_data):
+    """Without a lock around commands, the run lease is what keeps two calls in one process
+    from executing the same run: one executes it, the other is refused."""
+    from uuid import UUID
+
+    from foundry.adapters.runs.launch import ClusterDispatcher, InProcessDispatcher
+
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
+    foundry.use_launcher(ClusterDispatcher())  # only records the request
+    run_id = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "wait": False}))["runId"]
+    foundry.use_launcher(InProcessDispatcher(lease_wait_seconds=0.2))
+    results: list[dict[str, Any]] = []
+    both_started = threading.Barrier(2)
+
+    def resume() -> None:
+        both_started.wait()
+        results.append(foundry.execute("forge/resume", {"runId": run_id}))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    done = [r for r in results if r["success"]]
+    refused = [r for r in results if not r["success"]]
+    assert len(done) == 1 and done[0]["status"] == "completed", results
+    assert len(refused) == 1 and refused[0]["errorCode"] == "illegal_transition", results
+    assert ("another attempt holds the run's lease" in refused[0]["error"]
+            or "the run is completed" in refused[0]["error"]), refused
+    state = foundry.runs.get_run(UUID(run_id)).state
+    assert len(state["attempts"]) == 1  # executed once
