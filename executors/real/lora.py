@@ -109,17 +109,24 @@ def map_targets(model: Any, arch: Architecture, targets: list[str]) -> TargetMap
     return out
 
 
-def _peft_model(model: Any, stage: LoraStage) -> tuple[Any, TargetMap]:
+def _peft_model(model: Any, stage: LoraStage, notes: list[str]) -> tuple[Any, TargetMap]:
     from peft import LoraConfig, get_peft_model
 
     targets = map_targets(model, for_config(model.config), list(stage.target_modules))
     extra: dict[str, Any] = {}
+    dropout = float(stage.dropout)
     if targets.parameters:
         extra["target_parameters"] = targets.parameters
+        if dropout:
+            # peft wraps fused expert tensors in a ParamWrapper, which refuses dropout, and its
+            # LoraConfig has one dropout for every target.
+            notes.append(f"dropout {dropout:g} ran as 0: peft's LoRA on fused expert tensors "
+                         "(target_parameters) takes no dropout")
+            dropout = 0.0
     config = LoraConfig(
         r=stage.rank,
         lora_alpha=stage.alpha or 2 * stage.rank,
-        lora_dropout=stage.dropout,
+        lora_dropout=dropout,
         target_modules=targets.modules,  # never None: peft would pick defaults of its own
         task_type="CAUSAL_LM",
         **extra,
@@ -162,7 +169,7 @@ class LoraExecutor:
             f"{stage.epochs} epoch(s) of {per_epoch} steps (at most {STEPS_PER_EPOCH_CAP} per "
             f"epoch) over {windows.shape[0]} windows of {seq_len} tokens, batch {stage.batch_size}"
         )
-        peft_model, targets = _peft_model(model, stage)
+        peft_model, targets = _peft_model(model, stage, notes)
         trainable, total = trainable_count(peft_model), param_count(peft_model)
         reporter.progress(0.05, f"LoRA r={stage.rank}: {trainable} of {total} params trainable")
         cfg = LoopConfig(

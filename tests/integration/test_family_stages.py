@@ -25,7 +25,7 @@ from foundry.executors.architectures import FAMILIES
 from foundry.executors.base import StageContext, StageResult
 from foundry.executors.corpus import build_stdlib_corpus, corpus_ref
 from foundry.executors.errors import ExecutorError
-from foundry.executors.real import context_extend, lora
+from foundry.executors.real import context_extend, lora, prune
 from foundry.executors.real.context_extend import ContextExtendExecutor
 from foundry.executors.real.lora import LoraExecutor
 from foundry.executors.real.prune import (
@@ -337,3 +337,60 @@ def test_source_config_applies_and_records(shared: dict[str, Any], tmp_path: Pat
         run_stage(SourceConfigExecutor(), {"type": "source-config",
                                            "tokenizer": str(tmp_path / "tok")},
                   alone, model, tmp_path / "d")
+
+
+# The transform stages of ../shared/alloys/qwen3.5-27b-code-128k-forged.alloy.json, as written
+# there; only the step counts are capped below (a CPU runs them in seconds, not days).
+ALLOY_27B_STAGES: list[dict[str, Any]] = [
+    {"type": "source-config", "contextLength": 131072, "inputModalities": ["text"],
+     "targetDevices": ["MacBook Pro 32GB", "MacBook Pro 16GB", "RTX 5090", "RTX 4090"]},
+    {"type": "context-extend", "targetLength": 131072, "method": "yarn", "trainingSteps": 500},
+    {"type": "prune", "strategy": "entropy", "level": 0.4, "minHeadsPerLayer": 4,
+     "minKvHeadsPerLayer": 2, "analysisSteps": 300},
+    {"type": "lora", "rank": 64, "alpha": 128, "dropout": 0.05, "targetModules": ALLOY_TARGETS,
+     "quantize": True, "quantizeBits": 4, "dataset": "m-a-p/CodeFeedback-Filtered-Instruction",
+     "epochs": 2, "learningRate": "1e-4", "batchSize": 1},
+    {"type": "train", "domain": "code", "dataset": "m-a-p/CodeFeedback-Filtered-Instruction",
+     "steps": 2, "learningRate": "5e-5", "batchSize": 1, "gradientAccumulation": 8,
+     "scheduler": "cosine", "warmupRatio": 0.05, "precision": "bf16", "sequenceLength": 128},
+]
+EXECUTORS = {"source-config": SourceConfigExecutor, "context-extend": ContextExtendExecutor,
+             "prune": PruneExecutor, "lora": LoraExecutor, "train": TrainExecutor}
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe", "qwen3_moe"])
+def test_the_27b_alloy_transform_stages_run_in_order_on_a_scale_twin(
+    shared: dict[str, Any], family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoConfig
+
+    monkeypatch.setattr(context_extend, "TRAINING_STEP_CAP", 1)
+    monkeypatch.setattr(context_extend, "TRAINING_SEQ_CAP", 64)
+    monkeypatch.setattr(prune, "ANALYSIS_BATCH_CAP", 1)
+    monkeypatch.setattr(lora, "STEPS_PER_EPOCH_CAP", 1)
+    recipe = {**shared["recipe"], "stages": ALLOY_27B_STAGES}
+    model = scale_model(shared, family)
+    results: dict[str, StageResult] = {}
+    for index, stage in enumerate(ALLOY_27B_STAGES):
+        where = tmp_path / f"{index}-{stage['type']}"
+        where.mkdir()
+        ctx = StageContext(run_id="t", cycle=1, index=index, stage=stage, recipe=recipe,
+                           input_dir=model, output_dir=where / "out", work_dir=where / "work",
+                           base_model_dir=scale_model(shared, family))
+        results[stage["type"]] = EXECUTORS[stage["type"]]().run(ctx, Recorder())
+        model = results[stage["type"]].output_dir
+    pruned = results["prune"].metrics
+    assert pruned["kvHeadsAfter"] >= 2 and pruned["headsAfter"] >= 4
+    assert pruned["headsAfter"] < pruned["headsBefore"]
+    assert pruned["params"] == pruned["paramsReloaded"]
+    assert set(results["lora"].metrics["targetMap"]) == set(ALLOY_TARGETS)
+    assert any("quantize=true" in n for n in results["lora"].notes)
+    if family.endswith("moe"):
+        assert any("dropout 0.05 ran as 0" in n for n in results["lora"].notes)
+    config = AutoConfig.from_pretrained(model)
+    assert config.max_position_embeddings == 131072
+    assert config.rope_parameters["rope_type"] == "yarn"
+    assert (config.num_attention_heads, config.num_key_value_heads) == (
+        pruned["headsAfter"], pruned["kvHeadsAfter"])
+    with torch.no_grad():
+        assert torch.isfinite(_load(model)(input_ids=_ids()).logits).all()
