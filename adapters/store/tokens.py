@@ -49,7 +49,12 @@ class ApiTokens(Application[UUID]):
     @classmethod
     def open(cls, config: StoreConfig) -> ApiTokens:
         # No aggregate cache: a token revoked by another process must be refused at once.
-        return cls(env=config.app_env("tokens"))
+        env = config.app_env("tokens")
+        if config.kind == "postgres":
+            # Every request reads its token first: with the library's 10 retries of a 10 s
+            # connect, a lost store would hold each request for ~100 s before its 503.
+            env["POSTGRES_CONNECT_TIMEOUT"] = "2"
+        return cls(env=env)
 
     def issue(self, name: str, scope: str, *, issued_by: str) -> dict[str, Any]:
         """A new token; the secret is in the result and nowhere else, ever."""
