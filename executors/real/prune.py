@@ -1,8 +1,9 @@
 """`prune`: unstructured magnitude pruning, or structured removal of whole heads and channels.
 
 - `magnitude`: global L1 pruning (`torch.nn.utils.prune.global_unstructured`) of every Linear
-  weight except `lm_head` at `level`, a short recovery fine-tune with the masks attached (so
-  the zeros stay zero), then `prune.remove`. The zeros are stored dense.
+  weight except `lm_head`, and of fused expert tensors, at `level`, a short recovery
+  fine-tune with the masks attached (so the zeros stay zero), then `prune.remove`. The zeros
+  are stored dense.
 - `gradient`, `activation-magnitude`, `entropy`, `random`: structured removal, on any family
   `foundry.executors.architectures` describes, of
   - whole query heads of softmax-attention layers, respecting GQA: whole KV groups (a KV
@@ -61,14 +62,24 @@ ANALYSIS_BATCH_SIZE = 2
 SEQ_LEN = 128
 
 
-def _prunable_linears(model: Any) -> list[tuple[str, Any]]:
+def _prunable_weights(model: Any) -> list[tuple[Any, str]]:
+    """(module, parameter name) of every Linear weight but lm_head's, and of the fused expert
+    tensors of a sparse MLP (no Linear modules, but most of a MoE model's weights)."""
     import torch
 
-    return [
-        (name, module)
+    found: list[tuple[Any, str]] = [
+        (module, "weight")
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and name.split(".")[-1] != "lm_head"
     ]
+    arch = for_config(model.config)
+    moe = arch.moe
+    if moe is not None:
+        for layer in model.model.layers:
+            if arch.is_sparse(layer):
+                experts = getattr(getattr(layer, moe.module), moe.experts)
+                found += [(experts, moe.gate_up_proj), (experts, moe.down_proj)]
+    return found
 
 
 def _magnitude(
@@ -81,15 +92,14 @@ def _magnitude(
 
     corpus = corpus_for(ctx)
     model, tokenizer = load_model(ctx.input_dir, device=ctx.device)
-    linears = _prunable_linears(model)
-    if not linears:
+    params = _prunable_weights(model)
+    if not params:
         raise ExecutorError("magnitude pruning found no Linear layers to prune")
     notes: list[str] = []
     steps = min(stage.analysis_steps, RECOVERY_STEP_CAP)
-    params = [(module, "weight") for _name, module in linears]
     if stage.level > 0:
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=stage.level)
-    reporter.progress(0.2, f"pruned {stage.level:.0%} of {len(linears)} Linear weights by |w|")
+    reporter.progress(0.2, f"pruned {stage.level:.0%} of {len(params)} weight tensors by |w|")
     final_loss = None
     if stage.level > 0 and steps > 0:
         seq_len = min(SEQ_LEN, max_positions(model))
@@ -117,8 +127,8 @@ def _magnitude(
     else:
         notes.append("level 0: nothing pruned")
     with torch.no_grad():
-        zeros = sum(int((m.weight == 0).sum()) for _n, m in linears)
-        total = sum(m.weight.numel() for _n, m in linears)
+        zeros = sum(int((getattr(m, n) == 0).sum()) for m, n in params)
+        total = sum(getattr(m, n).numel() for m, n in params)
     save_model(model, tokenizer, ctx.output_dir)
     reporter.progress(1.0, "saved")
     metrics: dict[str, Any] = {

@@ -174,6 +174,18 @@ def test_prune_stage_on_every_family(shared: dict[str, Any], family: str,
         assert torch.isfinite(_load(result.output_dir)(input_ids=_ids()).logits).all()
 
 
+def test_magnitude_prune_reaches_fused_experts(
+    shared: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prune, "RECOVERY_STEP_CAP", 1)
+    stage = {"type": "prune", "strategy": "magnitude", "level": 0.5, "analysisSteps": 1}
+    result = run_stage(PruneExecutor(), stage, shared, scale_model(shared, "qwen3_moe"),
+                       tmp_path)
+    assert 0.49 < result.metrics["sparsity"] < 0.51
+    experts = _load(result.output_dir).model.layers[0].mlp.experts.gate_up_proj
+    assert 0.2 < float((experts == 0).float().mean()) < 0.8
+
+
 @pytest.mark.parametrize("family", ["qwen3_5", "gemma3"])
 def test_entropy_prune_honours_the_minimums(shared: dict[str, Any], family: str,
                                            tmp_path: Path) -> None:
