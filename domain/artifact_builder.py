@@ -6,6 +6,7 @@ on the state folded from the same events, so they agree by construction.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
@@ -124,6 +125,11 @@ def _imported_artifact(state: run_state.State) -> dict[str, Any]:
     """An artifact forged elsewhere: its fields exactly as imported, our ids, and a
     provenance that says so (nothing pretends it ran here)."""
     recipe, imported = state["recipe"], state["imported"]
+    if "recipeId" in imported["fields"]:
+        # Foundry's own artifact file (a legacy alloy's run half never has recipeId): the
+        # same artifact as in the store it was forged in, field for field, so that its
+        # alloyHash still verifies. Where it came from is in the run's Imported event.
+        return copy.deepcopy(imported["fields"])
     artifact: dict[str, Any] = {
         "id": artifact_id(state["runId"]),
         "recipeId": state["recipeId"],

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from foundry.adapters.commands.alloy_import import import_alloys
 from foundry.adapters.commands.registry import CommandSpec
 from foundry.adapters.commands.validation import parse_uuid
 from foundry.adapters.store.run_lookup import run_of
@@ -86,21 +87,6 @@ def _read_json_object(path: Path, field: str) -> dict[str, Any]:
         raise InvalidInputError(field, f"{path} must hold a JSON object (an artifact), got "
                                 f"{type(data).__name__}")
     return data
-
-
-def import_alloys(cmd: c.ImportAlloys, services: CommandServices, _call: Call) -> Result:
-    from foundry.adapters.publishing.alloy_io import import_alloy
-
-    results = [import_alloy(services, path) for path in _alloy_files(cmd.paths)]
-    return {"imported": results, "count": len(results)}
-
-
-def _alloy_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        files += sorted(path.glob("*.alloy.json")) if path.is_dir() else [path]
-    return files
 
 
 def export_alloy(cmd: c.ExportAlloy, services: CommandServices, _call: Call) -> Result:

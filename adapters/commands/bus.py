@@ -55,6 +55,8 @@ def failure(error: Exception, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"success": False, "error": str(error), "errorCode": code}
     if isinstance(error, InvalidInputError):
         body["errors"] = error.details
+    # What a partly refused command still reports (alloy/import: the per-file report).
+    body.update(getattr(error, "envelope_fields", None) or {})
     return {**body, **fields, "timestamp": now()}
 
 

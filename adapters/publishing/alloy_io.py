@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from foundry.adapters.clock import utc_now
+from foundry.adapters.publishing.artifact_form import import_artifact, is_artifact_form
 from foundry.adapters.publishing.safe_files import read_regular_file
 from foundry.domain.errors import InvalidInputError
 from foundry.domain.validation import validate_model
@@ -100,6 +101,8 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
 
     raw = read_regular_file(path, max_bytes=MAX_ALLOY_BYTES, field="file")
     data = read_alloy(path, raw)
+    if is_artifact_form(data):  # Foundry's own artifact file (artifact_form.py)
+        return import_artifact(foundry, data, path, hashlib.sha256(raw).hexdigest())
     upgraded, notes = migrate(data)
     recipe_data, artifact_fields = split(upgraded)
     recipe = validate_recipe(recipe_data)
@@ -146,20 +149,23 @@ def _import_run(foundry: Foundry, recipe_id: UUID, fields: dict[str, Any], path:
 
 
 def export_alloy(foundry: Foundry, some_id: UUID) -> dict[str, Any]:
-    """The forge-alloy form of a recipe (authored fields) or an artifact (recipe snapshot +
-    results + receipt + integrity + alloyHash)."""
+    """The forge-alloy form of a recipe (authored fields), or an artifact: the artifact form
+    (artifact_form.py) for a run forged here or imported from such a file, the file's own
+    shape for a legacy alloy imported."""
     if some_id in foundry.recipes.repository:
         return _unmigrate(restore_shape(_recipe_part(foundry.recipes.get_recipe(some_id).data)))
     from foundry.adapters.store.run_lookup import run_of
     from foundry.domain.artifact_builder import build_artifact
 
     run = foundry.runs.get_run(run_of(foundry, some_id))
-    artifact = build_artifact(run.state)
+    imported = run.state.get("imported")
+    if not imported or is_artifact_form(imported["fields"]):
+        # The artifact itself: every field its alloyHash covers, so the file verifies as it
+        # is; an imported artifact file is given back exactly as it came.
+        return build_artifact(run.state)
+    # A legacy alloy forged elsewhere: the file's own shape back (recipe half + run half).
     out = restore_shape(_recipe_part(run.state["recipe"]))
-    if run.state.get("imported"):
-        out.update(copy.deepcopy(run.state["imported"]["fields"]))
-    else:
-        out.update({k: artifact[k] for k in ARTIFACT_FIELDS if k in artifact})
+    out.update(copy.deepcopy(imported["fields"]))
     return _unmigrate(out)
 
 
