@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from eventsourcing.persistence import InfrastructureFactory
 
 from foundry.adapters.commands import artifacts, data, forge, lineage
-from foundry.adapters.commands.ports import Call, ProgressListener, ignore_progress
+from foundry.adapters.commands.ports import Call, ProgressListener, ignore_progress, isolated
 from foundry.adapters.commands.registry import CommandRegistry
 from foundry.adapters.settings import ENV_EXECUTORS, ENV_STATE_DIR, Settings
 from foundry.adapters.store.config import StoreConfig, parse_database_url, resolve_database_url
@@ -258,7 +258,7 @@ class Foundry:
         is who asks (recorded as a run's requestedBy when the params name nobody)."""
         from foundry.adapters.commands.bus import dispatch
 
-        call = Call(progress=progress or ignore_progress, principal=principal)
+        call = Call(progress=isolated(progress or ignore_progress), principal=principal)
         services = self.services  # one consistent value for the whole call
         return dispatch(services.commands, services, command, params, call)
 

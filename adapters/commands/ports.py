@@ -25,6 +25,24 @@ def ignore_progress(_event: dict[str, Any]) -> None:
     """The listener of a caller that draws nothing."""
 
 
+def isolated(listener: ProgressListener) -> ProgressListener:
+    """`listener`, but one that cannot fail the run it watches: a display that breaks (a
+    closed terminal, a bug in a caller's callback) is logged and the run goes on."""
+    if listener is ignore_progress:
+        return listener
+
+    def safe(event: dict[str, Any]) -> None:
+        try:
+            listener(event)
+        except Exception:
+            import structlog
+
+            structlog.get_logger().warning("progress_listener_failed", kind=event.get("kind"),
+                                           exc_info=True)
+
+    return safe
+
+
 class CommandServices(Protocol):
     """The long-lived parts of the system a handler works with; built once by bootstrap."""
 

@@ -134,3 +134,19 @@ def test_two_threads_resuming_one_run_execute_it_once(foundry, recipe_data):
             or "the run is completed" in refused[0]["error"]), refused
     state = foundry.runs.get_run(UUID(run_id)).state
     assert len(state["attempts"]) == 1  # executed once
+
+
+def test_a_progress_listener_that_raises_does_not_fail_the_run(foundry, recipe_data):
+    from structlog.testing import capture_logs
+
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
+
+    def broken(_event: dict[str, Any]) -> None:
+        raise BrokenPipeError("the terminal went away")
+
+    with capture_logs() as logs:
+        run = ok(foundry.execute("forge/run", {"recipeId": recipe_id}, progress=broken))
+    assert run["status"] == "completed", run
+    assert any(e["event"] == "progress_listener_failed" for e in logs)
