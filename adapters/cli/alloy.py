@@ -98,7 +98,8 @@ def _verify(foundry: Any, args: argparse.Namespace) -> int:
     if not result.get("success"):
         return _emit(result)
     for link in result["links"]:
-        status = "ok" if link["ok"] else "BROKEN"
+        status = "ok" if link["ok"] else (
+            "UNSIGNED" if str(link["detail"]).startswith("unsigned") else "BROKEN")
         print(f"{link['name']:<10} {status:<7} expected {link['expected']}  found "
               f"{link['found']}" + (f"  ({link['detail']})" if link["detail"] else ""))
     return 0 if result["ok"] else 1

@@ -48,6 +48,7 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
 
     path = Path(cmd.subject)
     readme = Path(cmd.readme) if cmd.readme else None
+    blobs = None  # a file stands alone; a stored run's blobs are checked too
     if path.is_file():
         artifact = _read_json_object(path, "subject")
         sibling = path.with_name("README.md")
@@ -58,11 +59,12 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
 
         state = services.runs.get_run(run_of(services, parse_uuid(cmd.subject, "subject"))).state
         artifact = {**publishable_artifact(state), "receipt": build_artifact(state).get("receipt")}
+        blobs = services.blobs
     model_dir = Path(cmd.model_dir) if cmd.model_dir else None
     if model_dir is not None and not model_dir.is_dir():
         raise InvalidInputError("modelDir", f"{model_dir} is not a directory")
     links = verify(artifact, model_dir=model_dir, readme=readme,
-                   trusted_key_ids=set(cmd.trust) or None)
+                   trusted_key_ids=set(cmd.trust) or None, blobs=blobs)
     return {"ok": all(link.ok for link in links),
             "links": [{"name": link.name, "ok": link.ok, "expected": link.expected,
                        "found": link.found, "detail": link.detail} for link in links]}

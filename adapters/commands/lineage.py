@@ -132,6 +132,10 @@ def audit_replay(query: c.ReplayQuery, services: CommandServices, _call: Call) -
     if sealed and recomputed != sealed:
         problems.append(f"alloyHash: sealed {sealed}, replay gives {recomputed}")
     problems += [f"view differs from replay at {d}" for d in differences]
+    # Every blob the artifact references, re-hashed (streamed): a flipped byte is named.
+    from foundry.adapters.publishing.attestation import provenance_records
+
+    problems += [str(e) for e in services.blobs.check_records(provenance_records(replayed))]
     return {"runId": str(run_id), "ok": not problems, "problems": problems,
             "sealedAlloyHash": sealed, "replayedAlloyHash": recomputed, "events": len(events)}
 

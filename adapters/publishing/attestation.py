@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from foundry.adapters.store.blobs import FileRecord, hash_dir, tree_hash
+from foundry.adapters.store.blobs import BlobStore, FileRecord, hash_dir, hash_file, tree_hash
 from foundry.domain.artifact_builder import alloy_hash
 from foundry.domain.hashing import canonical_json, content_hash, sha256_hex
 
@@ -239,10 +239,66 @@ def weights_hash(artifact: Mapping[str, Any], model_dir: Path) -> str:
     records = []
     for name in names:
         path = model_dir / name
-        digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() \
-            else "missing"
+        digest = hash_file(path)[0] if path.is_file() else "missing"  # streamed, not read whole
         records.append(FileRecord(path=name, sha256=digest, size=0, role="model"))
     return tree_hash(records)
+
+
+def provenance_records(artifact: Mapping[str, Any]) -> list[FileRecord]:
+    """Every file record of every stage in the artifact's provenance (each blob it references)."""
+    records: dict[tuple[str, str], FileRecord] = {}
+    for stage in (artifact.get("provenance") or {}).get("stages") or []:
+        for f in stage.get("files") or []:
+            record = FileRecord.from_dict(f)
+            records[(record.path, record.sha256)] = record
+    return list(records.values())
+
+
+def published_records(artifact: Mapping[str, Any]) -> dict[str, FileRecord]:
+    """The files `forge publish` writes from the blob store, by name: the last stage's model
+    files and every stage's GGUF outputs (the alloy and the cards are checked by their own
+    links)."""
+    stages = (artifact.get("provenance") or {}).get("stages") or []
+    if not stages:
+        return {}
+    files = {f["path"]: FileRecord.from_dict(f) for f in stages[-1].get("files") or []
+             if f.get("role") == "model"}
+    files.update({f["path"]: FileRecord.from_dict(f) for s in stages for f in s.get("files") or []
+                  if f.get("role") == "output" and str(f.get("path", "")).endswith(".gguf")})
+    return files
+
+
+def check_published_files(artifact: Mapping[str, Any], model_dir: Path) -> Link:
+    """Every published file the provenance lists is in `model_dir` with its recorded hash
+    (streamed), and no other file is; each missing, changed or extra file is named."""
+    expected = published_records(artifact)
+    problems: list[str] = []
+    for name, record in sorted(expected.items()):
+        path = model_dir / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif hash_file(path)[0] != record.sha256:
+            problems.append(f"{name}: content does not match {record.sha256}")
+    listed = set(expected) | {"README.md", "MODEL_METHODOLOGY.md"}
+    for path in sorted(model_dir.rglob("*")):
+        rel = path.relative_to(model_dir).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel not in listed \
+                and not rel.endswith(".alloy.json"):
+            problems.append(f"{rel}: extra file, not in the provenance")
+    return Link("files", not problems, f"{len(expected)} files as recorded",
+                "; ".join(problems) or f"{len(expected)} files as recorded",
+                "every published file matches the provenance" if not problems else
+                "published files differ from the provenance")
+
+
+def check_blobs(artifact: Mapping[str, Any], blobs: BlobStore) -> Link:
+    """Every blob the artifact references is in the store and hashes to its name."""
+    records = provenance_records(artifact)
+    problems = [str(e) for e in blobs.check_records(records)]
+    return Link("blobs", not problems, f"{len(records)} blobs intact",
+                "; ".join(problems) or f"{len(records)} blobs intact",
+                "every referenced blob is intact" if not problems else
+                "referenced blobs are missing or corrupt")
 
 
 def _model_hash(artifact: Mapping[str, Any], model_dir: Path | None) -> str:
@@ -277,6 +333,70 @@ def sign_artifact(
                       "value": sign_payload(payload, private_key), "keyId": key_info.key_id},
         "attestedAt": attested_at,
     }
+
+
+def receipt_payload(receipt: Mapping[str, Any]) -> dict[str, Any]:
+    """What a receipt signature covers: the artifact it is for and its card's hash."""
+    return {"alloyHash": receipt.get("alloyHash"), "cardHash": receipt.get("cardHash")}
+
+
+def sign_receipt(receipt: Mapping[str, Any], private_key: ec.EllipticCurvePrivateKey,
+                 key_info: KeyInfo) -> dict[str, Any]:
+    """The receipt's `signature`, by the key that signed the artifact (publish adds it)."""
+    return {"algorithm": ALGORITHM, "keyId": key_info.key_id,
+            "value": sign_payload(receipt_payload(receipt), private_key)}
+
+
+def _verify_raw(key: ec.EllipticCurvePublicKey, payload: Mapping[str, Any], value: str) -> bool:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        return False
+    if len(raw) != 2 * _COORD:
+        return False
+    der = encode_dss_signature(int.from_bytes(raw[:_COORD], "big"),
+                               int.from_bytes(raw[_COORD:], "big"))
+    try:
+        key.verify(der, canonical_json(dict(payload)), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _receipt_signed(artifact: Mapping[str, Any]) -> bool:
+    """Whether the receipt carries a valid signature by the artifact's own (checked) key, over
+    this artifact's alloyHash and the receipt's cardHash."""
+    receipt = artifact.get("receipt") or {}
+    sig = receipt.get("signature") if isinstance(receipt, Mapping) else None
+    integrity = artifact.get("integrity") or {}
+    signer = integrity.get("signature") or {} if isinstance(integrity, Mapping) else {}
+    if not isinstance(sig, Mapping) or sig.get("algorithm") != ALGORITHM \
+            or sig.get("keyId") != signer.get("keyId") \
+            or receipt.get("alloyHash") != alloy_hash(dict(artifact)):
+        return False
+    try:
+        key = serialization.load_pem_public_key(str(signer.get("publicKey", "")).encode())
+    except ValueError:
+        return False
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return False
+    return _verify_raw(key, receipt_payload(receipt), str(sig.get("value", "")))
+
+
+def _card_link(artifact: Mapping[str, Any], readme: Path, signature_ok: bool) -> Link:
+    """The card link says what it proves: a README matching an unsigned cardHash proves
+    nothing (whoever edits the README can set the hash beside it), so it is `unsigned`."""
+    receipt = artifact.get("receipt") or {}
+    expected = receipt.get("cardHash") if isinstance(receipt, Mapping) else None
+    found = hash_file(readme)[0]
+    if expected != found:
+        return Link("card", False, expected, found, "the README's hash does not match")
+    if signature_ok and _receipt_signed(artifact):
+        return Link("card", True, expected, found,
+                    "the README's hash matches the cardHash signed by the artifact's key")
+    return Link("card", False, expected, found,
+                "unsigned: the README matches the receipt's cardHash, but no valid signature "
+                "covers that hash, so the match proves nothing")
 
 
 def _check_signature(
@@ -331,20 +451,24 @@ def _link(name: str, expected: str | None, found: str | None, what: str) -> Link
 
 def verify(
     artifact: Mapping[str, Any], *, model_dir: Path | None = None, readme: Path | None = None,
-    trusted_key_ids: set[str] | None = None,
+    trusted_key_ids: set[str] | None = None, blobs: BlobStore | None = None,
 ) -> list[Link]:
-    """Check each link: alloyHash, weights (with model_dir), card (with readme), signature."""
+    """Check each link: alloyHash, weights and files (with model_dir), card (with readme),
+    blobs (with the store holding the run), signature. A card whose cardHash no valid
+    signature covers is reported `unsigned`, never ok."""
     integrity = artifact.get("integrity") or {}
-    receipt = artifact.get("receipt") or {}
     links = [_link("alloyHash", artifact.get("alloyHash"), alloy_hash(dict(artifact)),
                    "the recomputed content hash")]
     if model_dir is not None:
         links.append(_link("weights", integrity.get("modelHash"),
                            weights_hash(artifact, Path(model_dir)),
                            "the weights hash of the model directory"))
-    if readme is not None:
-        links.append(_link("card", receipt.get("cardHash"), sha256_hex(Path(readme).read_bytes()),
-                           "the README's hash"))
+        if published_records(artifact):  # a provenance without file records has no list
+            links.append(check_published_files(artifact, Path(model_dir)))
     ok, expected, found, detail = _check_signature(artifact, trusted_key_ids)
+    if readme is not None:
+        links.append(_card_link(artifact, Path(readme), ok))
+    if blobs is not None:
+        links.append(check_blobs(artifact, blobs))
     links.append(Link("signature", ok, expected, found, detail))
     return links

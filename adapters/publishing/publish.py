@@ -72,9 +72,13 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
     digest, at, url = card_hash(cards["README.md"]), utc_now(), target_url(target)
     # The published alloy carries its receipt, so `foundry verify FILE` can check the card
     # next to it offline; the same receipt is recorded in the Published event below.
-    published = {**artifact, "receipt": {
+    receipt: dict[str, Any] = {
         "publications": [{"target": target, "url": url, "publishedAt": at}],
-        "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}}
+        "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}
+    signature = _receipt_signature(artifact, receipt)
+    if signature is not None:
+        receipt["signature"] = signature
+    published = {**artifact, "receipt": receipt}
     with tempfile.TemporaryDirectory(prefix="foundry-publish-") as tmp:
         folder = Path(tmp)
         files = stage_files(foundry, run.state, folder)
@@ -93,6 +97,20 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
         force_reason=reason, at=at))
     return {"runId": str(run_id), "target": target, "url": url, "files": files,
             "cardHash": digest, "forced": force}
+
+
+def _receipt_signature(artifact: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any] | None:
+    """A signed artifact's card hash is signed too, by the same key (when this machine holds
+    it), so `verify` can tell a card the signer published from one edited beside its hash."""
+    from foundry.adapters.publishing.attestation import load_key, sign_receipt
+
+    integrity = artifact.get("integrity")
+    if not isinstance(integrity, dict) or not integrity.get("signature"):
+        return None
+    loaded = load_key()
+    if loaded is None or loaded[1].key_id != integrity["signature"].get("keyId"):
+        return None
+    return sign_receipt(receipt, loaded[0], loaded[1])
 
 
 def check_target(target: str) -> None:

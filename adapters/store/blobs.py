@@ -139,6 +139,11 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return "sha256:" + digest.hexdigest(), size
 
 
+def hash_file(path: Path) -> tuple[str, int]:
+    """("sha256:<hex>", size) of a file, read in 1 MiB chunks (never whole into memory)."""
+    return _hash_file(path)
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform lets a directory be opened
         fd = os.open(directory, os.O_RDONLY)

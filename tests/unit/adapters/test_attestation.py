@@ -99,7 +99,9 @@ def signed(tmp_path: Path, key_a, model_dir: Path) -> tuple[dict[str, Any], Path
                                           key_info=info, attested_at=ATTESTED_AT)
     readme = tmp_path / "README.md"
     readme.write_text("# Tiny prune\n\nmmlu 41.5\n")
-    artifact["receipt"] = {"cardHash": "sha256:" + hashlib.sha256(readme.read_bytes()).hexdigest()}
+    artifact["receipt"] = {"cardHash": "sha256:" + hashlib.sha256(readme.read_bytes()).hexdigest(),
+                           "alloyHash": artifact["alloyHash"]}
+    artifact["receipt"]["signature"] = attestation.sign_receipt(artifact["receipt"], private, info)
     return artifact, readme
 
 
@@ -201,7 +203,7 @@ def test_an_edited_results_value_breaks_the_alloy_hash_and_signature_links(
     else:
         artifact["results"][field] = value
     links = verify(artifact, model_dir=model_dir, readme=readme)
-    assert broken(links) == {"alloyHash", "signature"}
+    assert broken(links) == {"alloyHash", "signature", "card"}  # the card is proven no more
 
 
 def test_a_signature_by_another_key_under_the_artifacts_key_id_is_broken(signed, key_a, key_b,
@@ -213,7 +215,7 @@ def test_a_signature_by_another_key_under_the_artifacts_key_id_is_broken(signed,
     forged["signature"]["keyId"] = key_a[1].key_id
     artifact["integrity"] = forged
     links = verify(artifact, model_dir=model_dir, readme=readme)
-    assert broken(links) == {"signature"}
+    assert broken(links) == {"signature", "card"}
     assert "another key" in links[-1].detail
 
 
@@ -224,7 +226,7 @@ def test_a_signature_value_by_another_key_under_the_artifacts_public_key_is_brok
     forged = sign_artifact(artifact, model_dir=model_dir, private_key=private_b, key_info=info_b,
                            attested_at=ATTESTED_AT, nonce=artifact["integrity"]["nonce"])
     artifact["integrity"]["signature"]["value"] = forged["signature"]["value"]
-    assert broken(verify(artifact, model_dir=model_dir, readme=readme)) == {"signature"}
+    assert broken(verify(artifact, model_dir=model_dir, readme=readme)) == {"signature", "card"}
 
 
 def test_a_key_outside_the_trusted_set_breaks_the_signature_link(key_a, key_b, model_dir):
