@@ -36,10 +36,16 @@ def evaluate_gate(
             failures.append(f"acceptanceCriteria.benchmarks.{name}: score {score} < min {floor}")
         else:
             checked.append(f"{name} {score} >= min {floor}")
-    for base in recipe.get("priorMetricBaselines") or []:
+    not_gating: list[str] = []
+    for i, base in enumerate(recipe.get("priorMetricBaselines") or []):
         metric, value = base.get("metric"), base.get("value")
         if not isinstance(metric, str) or not isinstance(value, int | float):
-            continue  # legacy-shape baselines document history; they carry no comparable value
+            # A legacy record (only an imported file can hold one: a recipe write refuses an
+            # incomplete gating baseline) documents history and has no comparable value. Said
+            # in the reasons, never skipped in silence.
+            label = base.get("id") or base.get("name") or f"#{i}"
+            not_gating.append(f"priorMetricBaselines.{i} ({label}): legacy record, not gating")
+            continue
         score = scores.get(metric)
         if score is None:
             failures.append(f"priorMetricBaselines.{metric}: no result recorded")
@@ -52,4 +58,6 @@ def evaluate_gate(
             failures.append(f"priorMetricBaselines.{metric}: {score} does not beat baseline "
                             f"{value} ({'lower' if lower_is_better(metric) else 'higher'} "
                             "is better)")
-    return (not failures, failures or checked or ["no acceptance criteria or baselines stated"])
+    if failures:
+        return False, failures + not_gating
+    return True, (checked or ["no acceptance criteria or baselines stated"]) + not_gating

@@ -41,6 +41,12 @@ class QuantTier(Frozen):
     target_devices: list[str] = []
 
 
+# (attribute, wire name) of the strict baseline shape: what the gate needs of a baseline.
+STRICT_BASELINE_FIELDS = (("metric", "metric"), ("value", "value"), ("source", "source"),
+                          ("measured_at", "measuredAt"),
+                          ("measurement_method", "measurementMethod"))
+
+
 class PriorBaseline(Open):
     """A baseline pinned to the recipe so a reader can falsify its claim.
 
@@ -71,7 +77,28 @@ class PriorBaseline(Open):
         if self.metric is None and self.id is None and self.name is None:
             msg = "a prior baseline needs a 'metric' (strict shape) or an 'id' or 'name' (legacy)"
             raise ValueError(msg)
+        if self.gating:
+            # A baseline the gate compares against must carry everything the comparison and
+            # a reader's check of it need: with one left out the gate used to skip it
+            # silently, so a claim could dodge its own baseline.
+            missing = [wire for attr, wire in STRICT_BASELINE_FIELDS
+                       if getattr(self, attr) is None or getattr(self, attr) == ""]
+            if missing or not isinstance(self.metric, str):
+                named = ", ".join(missing or ["metric"])
+                msg = (f"a gating baseline (one with a metric name, value, source, measuredAt "
+                       f"or measurementMethod) needs all five; missing or invalid: {named}. A "
+                       "legacy record that documents history names itself by 'id' or 'name' "
+                       "and has no 'value' (it never gates)")
+                raise ValueError(msg)
         return self
+
+    @property
+    def gating(self) -> bool:
+        """Whether the gate compares against this baseline: the strict shape, or anything
+        that starts to look like it. A legacy record (metric absent or an object, no value,
+        source, measuredAt or measurementMethod) documents history and never gates."""
+        return isinstance(self.metric, str) or any(
+            getattr(self, attr) is not None for attr, _ in STRICT_BASELINE_FIELDS[1:])
 
 
 class AlloyHardware(Open):
