@@ -22,6 +22,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from foundry.executors.real.activation_profile import ExpertActivationProfileExecutor
+from foundry.executors.real.compensation_lora import CompensationLoraExecutor
 from foundry.executors.real.context_extend import ContextExtendExecutor
 from foundry.executors.real.expert_prune import ExpertPruneExecutor
 from foundry.executors.real.lora import LoraExecutor
@@ -32,6 +33,7 @@ from foundry.executors.real.train import TrainExecutor
 from foundry.executors.registry import ExecutorRegistry
 
 __all__ = [
+    "CompensationLoraExecutor",
     "ContextExtendExecutor",
     "ExpertActivationProfileExecutor",
     "ExpertPruneExecutor",
@@ -91,6 +93,7 @@ def build_registry() -> ExecutorRegistry:
             SourceConfigExecutor(),
             ExpertActivationProfileExecutor(),
             ExpertPruneExecutor(),
+            CompensationLoraExecutor(),
             quant_executor(),
             eval_executor(),
         ),
