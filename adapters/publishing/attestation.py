@@ -388,6 +388,8 @@ def _card_link(artifact: Mapping[str, Any], readme: Path, signature_ok: bool) ->
     nothing (whoever edits the README can set the hash beside it), so it is `unsigned`."""
     receipt = artifact.get("receipt") or {}
     expected = receipt.get("cardHash") if isinstance(receipt, Mapping) else None
+    if not readme.is_file():  # never hash /dev/zero or a FIFO named as the README
+        return Link("card", False, expected, None, f"{readme} is not a regular file")
     found = hash_file(readme)[0]
     if expected != found:
         return Link("card", False, expected, found, "the README's hash does not match")

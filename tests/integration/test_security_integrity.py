@@ -163,3 +163,14 @@ def test_a_signed_artifact_signs_its_card_hash(forge_env, store_url, recipe, tmp
         _tamper_card(out, alloy)
         card = link(ok(foundry.execute("artifact/verify", trust)), "card")
         assert card["ok"] is False and card["expected"] == card["found"], card
+
+
+def test_a_readme_that_is_not_a_regular_file_is_never_hashed(foundry, recipe, tmp_path):
+    run = forged(foundry, recipe)
+    out = tmp_path / "out"
+    result = ok(foundry.execute("forge/publish", {"id": run["runId"], "target": f"file://{out}"}))
+    [alloy] = [out / n for n in result["files"] if n.endswith(".alloy.json")]
+    verified = ok(foundry.execute("artifact/verify", {"subject": str(alloy),
+                                                      "readme": "/dev/zero"}))
+    card = link(verified, "card")
+    assert card["ok"] is False and "not a regular file" in card["detail"], card
