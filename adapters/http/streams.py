@@ -90,7 +90,7 @@ def _compact(event: Any, name: str) -> dict[str, Any]:
     fields = event_fields(event)
     item: dict[str, Any] = {"runId": str(event.originator_id),
                             "version": event.originator_version, "event": name,
-                            "at": fields.get("at")}
+                            "at": fields.get("at"), "recordedAt": event.timestamp.isoformat()}
     if name in STATUS_AFTER:
         item["status"] = STATUS_AFTER[name]
     for key in ("cycle", "index", "stage_type", "fraction", "recipe_id", "hardware_node"):
