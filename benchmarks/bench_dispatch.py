@@ -259,7 +259,7 @@ def bench_in_process(url: str, tmp: Path, runs: int) -> dict[str, Any]:
 
 def bench_detached(url: str, tmp: Path, runs: int) -> dict[str, Any]:
     """In-process with `wait: false`: N runs requested at once, each in its own detached
-    worker process on this machine (`python -m foundry.adapters.runs.worker`), all at the
+    worker process on this machine (`python -m foundry.adapters.cli.worker`), all at the
     same time."""
     os.environ.update({**fake_env(tmp), "FOUNDRY_DISPATCHER": "in-process"})
     state = tmp / "state"

@@ -2,7 +2,7 @@
 
 - `in-process` (the default): `forge/run` executes the run in the calling process, or with
   `wait: false` in a detached worker process on this machine
-  (`python -m foundry.adapters.runs.worker`).
+  (`python -m foundry.adapters.cli.worker`).
 - `ray`: `forge/run` only records the request. `foundry dispatcher`, a long-lived reconciler
   on the Ray head (adapters/ray_dispatch.py), submits it to a worker node that matches its
   `hardwareNode`; with `wait: true` the caller follows the run's events until it ends.
@@ -103,7 +103,7 @@ class InProcessDispatcher:
 
 
 def spawn_worker(foundry: RunServices, run_id: UUID) -> int:
-    """Start `python -m foundry.adapters.runs.worker RUN_ID` in its own session; it outlives
+    """Start `python -m foundry.adapters.cli.worker RUN_ID` in its own session; it outlives
     this one."""
     log_dir = foundry.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def spawn_worker(foundry: RunServices, run_id: UUID) -> int:
     env = {**os.environ, ENV_DATABASE_URL: foundry.config.url}
     with (log_dir / f"{run_id}.log").open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "foundry.adapters.runs.worker", str(run_id),
+            [sys.executable, "-m", "foundry.adapters.cli.worker", str(run_id),
              "--state-dir", str(foundry.state_dir)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env,
         )

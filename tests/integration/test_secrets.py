@@ -130,7 +130,7 @@ def test_a_detached_worker_gets_the_database_url_outside_its_command_line(
         started = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "wait": False}))
         pid = started["workerPid"]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert b"foundry.adapters.runs.worker" in cmdline  # it is the worker, still running
+        assert b"foundry.adapters.cli.worker" in cmdline  # it is the worker, still running
         assert not any(PASSWORD.encode() in arg for arg in cmdline), cmdline
         assert not any(b"postgresql://" in arg for arg in cmdline), cmdline
         # ...and yet it found the store: the run completes.

@@ -1,4 +1,4 @@
-"""`python -m foundry.adapters.runs.worker RUN_ID`: execute (or resume) one run, then exit.
+"""`python -m foundry.adapters.cli.worker RUN_ID`: execute (or resume) one run, then exit.
 
 The store is `--db URL`, else FOUNDRY_DATABASE_URL: `forge run --detach` passes it in the
 environment, never on the command line, where any local user could read its password.
