@@ -15,7 +15,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from foundry.domain.values.base import Open, SemVer, Sha256
-from foundry.domain.values.recipe import AlloyHardware, AlloySource, CorpusRef, PriorBaseline, QuantTier
+from foundry.domain.values.recipe import (
+    AlloyHardware,
+    AlloySource,
+    CorpusRef,
+    PriorBaseline,
+    QuantTier,
+)
 from foundry.domain.values.stages import BenchmarkDef, Stage
 
 RECIPE_SNAPSHOT_FIELDS: tuple[str, ...] = (
