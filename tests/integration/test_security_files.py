@@ -51,7 +51,8 @@ def refused(result: dict[str, Any], field: str) -> str:
     return str(result["error"])
 
 
-def test_publish_never_writes_through_a_planted_symlink(foundry, recipe, tmp_path):
+def test_publish_never_writes_through_a_planted_symlink(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     run = forged(foundry, recipe)
     out = tmp_path / "out"
     first = ok(foundry.execute("forge/publish", {"id": run["runId"],
@@ -71,7 +72,8 @@ def test_publish_never_writes_through_a_planted_symlink(foundry, recipe, tmp_pat
             assert (out / name).read_bytes() == (tmp_path / "first" / name).read_bytes()
 
 
-def test_a_recipe_name_never_leaves_the_publish_directory(foundry, recipe, tmp_path):
+def test_a_recipe_name_never_leaves_the_publish_directory(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     recipe["name"] = "../../../../" + str(tmp_path / "x" / "escaped").lstrip("/")
     run = forged(foundry, recipe)
     out = tmp_path / "pub" / "out"
@@ -86,12 +88,14 @@ def test_a_recipe_name_never_leaves_the_publish_directory(foundry, recipe, tmp_p
 
 @pytest.mark.parametrize("target", ["file:///proc/self", "file:///proc/self/cwd/x",
                                     "file:///sys/kernel", "file:///dev/shm/x"])
-def test_publish_refuses_proc_sys_and_dev_as_an_envelope(foundry, recipe, target):
+def test_publish_refuses_proc_sys_and_dev_as_an_envelope(
+        foundry: Any, recipe: dict[str, Any], target: str) -> None:
     run = forged(foundry, recipe)
     refused(foundry.execute("forge/publish", {"id": run["runId"], "target": target}), "target")
 
 
-def test_publish_to_a_symlink_pointing_into_proc_is_refused(foundry, recipe, tmp_path):
+def test_publish_to_a_symlink_pointing_into_proc_is_refused(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     run = forged(foundry, recipe)
     link = tmp_path / "innocent"
     link.symlink_to("/proc/self")
@@ -99,8 +103,8 @@ def test_publish_to_a_symlink_pointing_into_proc_is_refused(foundry, recipe, tmp
             "target")
 
 
-def test_export_alloy_replaces_a_symlinked_out_instead_of_following_it(foundry, recipe,
-                                                                       tmp_path):
+def test_export_alloy_replaces_a_symlinked_out_instead_of_following_it(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": recipe}))["id"]
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -116,13 +120,14 @@ def test_export_alloy_replaces_a_symlinked_out_instead_of_following_it(foundry, 
             "out")
 
 
-def test_cards_out_under_proc_is_an_envelope(foundry, recipe):
+def test_cards_out_under_proc_is_an_envelope(foundry: Any, recipe: dict[str, Any]) -> None:
     run = forged(foundry, recipe)
     refused(foundry.execute("artifact/card", {"id": run["runId"], "out": "/proc/self/cards"}),
             "out")
 
 
-def test_import_alloy_refuses_devices_symlinks_to_them_and_huge_files(foundry, tmp_path):
+def test_import_alloy_refuses_devices_symlinks_to_them_and_huge_files(
+        foundry: Any, tmp_path: Path) -> None:
     link = tmp_path / "zero.alloy.json"
     link.symlink_to("/dev/zero")
     big = tmp_path / "big.alloy.json"
@@ -139,7 +144,7 @@ def test_import_alloy_refuses_devices_symlinks_to_them_and_huge_files(foundry, t
     refused(foundry.execute("alloy/import", {"paths": [str(tmp_path)]}), "file")
 
 
-def test_put_dir_refuses_a_file_symlink_out_of_the_model_directory(tmp_path):
+def test_put_dir_refuses_a_file_symlink_out_of_the_model_directory(tmp_path: Path) -> None:
     secret = tmp_path / "home" / ".ssh" / "id_rsa"
     secret.parent.mkdir(parents=True)
     secret.write_text("PRIVATE KEY")

@@ -64,7 +64,7 @@ def link(result: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_a_flipped_byte_in_a_stored_blob_is_named_by_verify_replay_and_publish(
-        foundry, recipe, tmp_path):
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     run = forged(foundry, recipe)
     record = model_file(foundry, run["runId"])
     replay = ok(foundry.execute("audit/replay", {"runId": run["runId"]}))
@@ -87,7 +87,7 @@ def test_a_flipped_byte_in_a_stored_blob_is_named_by_verify_replay_and_publish(
     assert record["path"] in published["error"] and "Traceback" not in json.dumps(published)
 
 
-def test_a_missing_blob_is_named_too(foundry, recipe):
+def test_a_missing_blob_is_named_too(foundry: Any, recipe: dict[str, Any]) -> None:
     run = forged(foundry, recipe)
     record = model_file(foundry, run["runId"])
     foundry.blobs.path_of(record["sha256"]).unlink()
@@ -95,7 +95,8 @@ def test_a_missing_blob_is_named_too(foundry, recipe):
     assert any(record["path"] in p and "not in the store" in p for p in replay["problems"])
 
 
-def test_verify_model_dir_checks_every_published_file(foundry, recipe, tmp_path):
+def test_verify_model_dir_checks_every_published_file(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     run = forged(foundry, recipe)
     out = tmp_path / "out"
     result = ok(foundry.execute("forge/publish", {"id": run["runId"], "target": f"file://{out}"}))
@@ -129,7 +130,8 @@ def _tamper_card(out: Path, alloy: Path) -> None:
     alloy.write_text(json.dumps(doc, indent=2))
 
 
-def test_an_unsigned_card_hash_is_reported_unsigned_never_ok(foundry, recipe, tmp_path):
+def test_an_unsigned_card_hash_is_reported_unsigned_never_ok(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     run = forged(foundry, recipe)
     out = tmp_path / "out"
     result = ok(foundry.execute("forge/publish", {"id": run["runId"], "target": f"file://{out}"}))
@@ -143,7 +145,8 @@ def test_an_unsigned_card_hash_is_reported_unsigned_never_ok(foundry, recipe, tm
     assert card["ok"] is False and card["detail"].startswith("unsigned"), card  # ... not ok
 
 
-def test_a_signed_artifact_signs_its_card_hash(forge_env, store_url, recipe, tmp_path):
+def test_a_signed_artifact_signs_its_card_hash(
+        forge_env: Path, store_url: str, recipe: dict[str, Any], tmp_path: Path) -> None:
     from foundry.adapters.bootstrap import Foundry
     from foundry.adapters.publishing.attestation import create_key
 
@@ -165,7 +168,8 @@ def test_a_signed_artifact_signs_its_card_hash(forge_env, store_url, recipe, tmp
         assert card["ok"] is False and card["expected"] == card["found"], card
 
 
-def test_a_readme_that_is_not_a_regular_file_is_never_hashed(foundry, recipe, tmp_path):
+def test_a_readme_that_is_not_a_regular_file_is_never_hashed(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     run = forged(foundry, recipe)
     out = tmp_path / "out"
     result = ok(foundry.execute("forge/publish", {"id": run["runId"], "target": f"file://{out}"}))
