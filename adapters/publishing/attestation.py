@@ -67,6 +67,9 @@ class Link:
     detail: str
 
 
+SELF_ATTESTED = "self-attested"  # the one trust level a signature here can establish
+
+
 def keys_dir() -> Path:
     override = os.environ.get(ENV_KEYS_DIR)
     if override:
@@ -322,7 +325,7 @@ def sign_artifact(
     payload = build_payload(artifact, model_hash=model_hash, attested_at=attested_at,
                             nonce=nonce, audience=audience, code_hash=content_hash(code))
     return {
-        "trustLevel": "self-attested",
+        "trustLevel": SELF_ATTESTED,
         "code": code,
         "modelHash": model_hash,
         "alloyHash": payload["alloyHash"],
@@ -473,4 +476,10 @@ def verify(
     if blobs is not None:
         links.append(check_blobs(artifact, blobs))
     links.append(Link("signature", ok, expected, found, detail))
+    claimed = integrity.get("trustLevel") if isinstance(integrity, Mapping) else None
+    if integrity and claimed != SELF_ATTESTED:
+        # The format's signed payload has no trustLevel, and a signature can only ever show
+        # self-attestation: a stronger claim is one anybody could have typed in.
+        links.append(Link("trustLevel", False, SELF_ATTESTED, str(claimed),
+                          "not under the signature: only self-attestation can be verified"))
     return links

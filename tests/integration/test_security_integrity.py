@@ -178,3 +178,25 @@ def test_a_readme_that_is_not_a_regular_file_is_never_hashed(
                                                       "readme": "/dev/zero"}))
     card = link(verified, "card")
     assert card["ok"] is False and "not a regular file" in card["detail"], card
+
+
+def test_a_trust_level_claim_beyond_self_attested_is_flagged(
+        forge_env: Path, store_url: str, recipe: dict[str, Any], tmp_path: Path) -> None:
+    from foundry.adapters.bootstrap import Foundry
+    from foundry.adapters.publishing.attestation import create_key
+
+    info = create_key(tmp_path / "keys")
+    with Foundry.open(store_url) as foundry:
+        run = forged(foundry, recipe)
+        out = tmp_path / "out"
+        result = ok(foundry.execute("forge/publish", {"id": run["runId"],
+                                                      "target": f"file://{out}"}))
+        [alloy] = [out / n for n in result["files"] if n.endswith(".alloy.json")]
+        doc = json.loads(alloy.read_text())
+        doc["integrity"]["trustLevel"] = "enclave"  # outside alloyHash and the signature
+        alloy.write_text(json.dumps(doc, indent=2))
+        verified = ok(foundry.execute("artifact/verify", {"subject": str(alloy),
+                                                          "trust": [info.key_id]}))
+        assert link(verified, "signature")["ok"] is True
+        claim = link(verified, "trustLevel")
+        assert verified["ok"] is False and claim["ok"] is False and claim["found"] == "enclave"
