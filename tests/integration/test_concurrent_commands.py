@@ -130,8 +130,12 @@ def test_two_threads_resuming_one_run_execute_it_once(foundry, recipe_data):
     refused = [r for r in results if not r["success"]]
     assert len(done) == 1 and done[0]["status"] == "completed", results
     assert len(refused) == 1 and refused[0]["errorCode"] == "illegal_transition", results
-    assert ("another attempt holds the run's lease" in refused[0]["error"]
-            or "the run is completed" in refused[0]["error"]), refused
+    # Refused by the lease, by the live owner it sees (the first had recorded its start), or,
+    # on a loaded machine that ran the first to its end before the second looked, because
+    # the run has ended: never by executing it again.
+    assert any(why in refused[0]["error"] for why in (
+        "another attempt holds the run's lease", "is still running it",
+        "the run is completed")), refused
     state = foundry.runs.get_run(UUID(run_id)).state
     assert len(state["attempts"]) == 1  # executed once
 
