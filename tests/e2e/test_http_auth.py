@@ -22,6 +22,8 @@ from tests.conftest import ROOT, drop_schema, pg_schema_url
 from tests.e2e.test_http_commands import R, create, fake_recipe
 from tests.served import Served, free_port, serve, server_env
 
+pytestmark = pytest.mark.slow  # a real server subprocess per module
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import EXAMPLE, ROOT, drop_schema, pg_schema_url
 from tests.served import Served, serve
 
+pytestmark = pytest.mark.slow  # a real server subprocess per module
+
 R, A = "forge_recipes", "forge_artifacts"
 
 

@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.test_http_commands import R, fake_recipe
 from tests.served import Served, serve
 
+pytestmark = pytest.mark.slow  # a real server subprocess per module
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:

@@ -16,6 +16,8 @@ from tests.conftest import drop_schema, pg_schema_url
 from tests.e2e.test_http_commands import create
 from tests.served import Served, serve, server_env
 
+pytestmark = pytest.mark.slow  # a real server subprocess per module
+
 Event = dict[str, Any]
 
 
