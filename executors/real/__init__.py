@@ -2,7 +2,8 @@
 
 Importing this package imports no ML library: every module imports torch, transformers and
 peft inside the functions that need them. `build_registry()` assembles the worker's registry:
-prune, train, lora, context-extend and source-config from here, quant and eval from
+prune, train, lora, context-extend, source-config and the compaction stages
+(expert-activation-profile, expert-prune, compensation-lora, compact) from here, quant and eval from
 `foundry.executors.real.quant` and `foundry.executors.real.evaluate`, `resolve_source` as the
 source resolver, the best device, the architectures `foundry.executors.architectures` knows
 (any other is refused up front) and the stage types refused by design, with their reasons.
@@ -22,6 +23,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from foundry.executors.real.activation_profile import ExpertActivationProfileExecutor
+from foundry.executors.real.compact import CompactExecutor
 from foundry.executors.real.compensation_lora import CompensationLoraExecutor
 from foundry.executors.real.context_extend import ContextExtendExecutor
 from foundry.executors.real.expert_prune import ExpertPruneExecutor
@@ -33,6 +35,7 @@ from foundry.executors.real.train import TrainExecutor
 from foundry.executors.registry import ExecutorRegistry
 
 __all__ = [
+    "CompactExecutor",
     "CompensationLoraExecutor",
     "ContextExtendExecutor",
     "ExpertActivationProfileExecutor",
@@ -94,6 +97,7 @@ def build_registry() -> ExecutorRegistry:
             ExpertActivationProfileExecutor(),
             ExpertPruneExecutor(),
             CompensationLoraExecutor(),
+            CompactExecutor(),
             quant_executor(),
             eval_executor(),
         ),
