@@ -23,7 +23,25 @@ DEFAULT_LIMIT = 100
 StrictInt = Annotated[int, Strict()]
 
 
-class _Write(Frozen):
+class _NoStoreChoice(Frozen):
+    """Continuum's params that pick a store per call. Here the store is the process's
+    (FOUNDRY_DATABASE_URL or --db), so they are refused with that pointer rather than as
+    unknown params or, worse, ignored."""
+
+    backend: Any = None
+    db_handle: Any = None
+
+    @model_validator(mode="after")
+    def _refuse_store_choice(self) -> _NoStoreChoice:
+        for name, value in (("backend", self.backend), ("dbHandle", self.db_handle)):
+            if value is not None:
+                msg = (f"{name}: not supported here; Foundry's store is the one the process "
+                       "opened (FOUNDRY_DATABASE_URL or --db), never chosen per call")
+                raise ValueError(msg)
+        return self
+
+
+class _Write(_NoStoreChoice):
     collection: Collection
     command_id: str | None = Field(default=None, min_length=1, max_length=200)
     author: str = Field(default="", max_length=200)
@@ -89,7 +107,7 @@ class ForkRecipe(Frozen):
     author: str = Field(default="", max_length=200)
 
 
-class ReadEntity(Frozen):
+class ReadEntity(_NoStoreChoice):
     collection: Collection
     id: str
 
@@ -99,16 +117,24 @@ class OrderBy(Frozen):
     direction: Literal["asc", "desc", "ASC", "DESC"] = "asc"
 
 
-class ListEntities(Frozen):
+class ListEntities(_NoStoreChoice):
+    """data/list, data/query. Continuum's semantics: `count` is the total matching the filter
+    (every page), unless `skipCount` spares that query; `fields` projects each item (dotted
+    paths; `id` always kept); `verbose: false` gives each item's summary fields only."""
+
     collection: Collection
     filter: dict[str, Any] | None = None
     order_by: list[OrderBy] | None = None
     limit: StrictInt = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = None
     include_archived: bool = False
+    skip_count: bool = False
+    fields: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, max_length=100)
+    verbose: bool = True
 
 
-class CountEntities(Frozen):
+class CountEntities(_NoStoreChoice):
     collection: Collection
     filter: dict[str, Any] | None = None
     include_archived: bool = False

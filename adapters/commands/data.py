@@ -76,7 +76,7 @@ def data_update(cmd: c.UpdateEntity, services: CommandServices, _call: Call) -> 
 
     check_repeat(services, cmd.command_id,
                  lambda prior: _same_edit(services, prior, recipe_id, merge))
-    return _edit(services, cmd, recipe_id, merge)
+    return with_versions(_edit(services, cmd, recipe_id, merge))
 
 
 def data_upsert(cmd: c.UpsertEntity, services: CommandServices, call: Call) -> Result:
@@ -91,12 +91,12 @@ def data_upsert(cmd: c.UpsertEntity, services: CommandServices, call: Call) -> R
                                 command_id=cmd.command_id, author=cmd.author,
                                 reason=cmd.reason)
         created = data_create(create, services, call)
-        return {"created": True, "found": False, "data": created["data"],
-                "previousRevision": 0, "newRevision": created["revision"]}
+        return with_versions({"created": True, "found": False, "data": created["data"],
+                              "previousRevision": 0, "newRevision": created["revision"]})
     check_repeat(services, cmd.command_id, lambda prior: _same_edit(
         services, prior, recipe_id, lambda _current: cmd.payload) or _same_create(
         services, prior, recipe_id, validate_recipe(cmd.payload)))
-    return {"created": False, **_edit(services, cmd, recipe_id, cmd.payload)}
+    return with_versions({"created": False, **_edit(services, cmd, recipe_id, cmd.payload)})
 
 
 def _same_create(services: CommandServices, prior: Result, recipe_id: UUID | None,
@@ -147,7 +147,7 @@ def data_delete(cmd: c.DeleteEntity, services: CommandServices, _call: Call) -> 
         parse_uuid(cmd.id), expected_revision=cmd.expected_revision, author=cmd.author,
         reason=cmd.reason, command_id=cmd.command_id,
     )
-    return {"found": True, **result}
+    return with_versions({"found": True, **result})
 
 
 def recipe_fork(cmd: c.ForkRecipe, services: CommandServices, _call: Call) -> Result:
@@ -165,8 +165,9 @@ def recipe_fork(cmd: c.ForkRecipe, services: CommandServices, _call: Call) -> Re
 def data_list(cmd: c.ListEntities, services: CommandServices, _call: Call) -> Result:
     view = _view(services, cmd.collection)
     order = [o.model_dump() for o in cmd.order_by or []]
+    query_spec = _spec(view, cmd.collection, cmd.include_archived)
     query = compile_list(
-        _spec(view, cmd.collection, cmd.include_archived), view.dialect, filter=cmd.filter,
+        query_spec, view.dialect, filter=cmd.filter,
         order_by=order, limit=cmd.limit, cursor=cmd.cursor, select="*",
     )
     rows = _run_query(lambda: view.fetch(query.sql, query.params), query.params)
@@ -178,8 +179,56 @@ def data_list(cmd: c.ListEntities, services: CommandServices, _call: Call) -> Re
         next_cursor = make_cursor(
             [_get_path(last, f) for f, _ in query.order[:-1]], last["id"], query.order
         )
-    return {"items": items, "count": len(items), "collection": cmd.collection,
-            "nextCursor": next_cursor}
+    count = len(items)
+    if not cmd.skip_count:
+        # Continuum's contract: the total matching the filter, whatever the page.
+        total = compile_count(query_spec, view.dialect, filter=cmd.filter)
+        count = int(_run_query(lambda: view.scalar(total.sql, total.params), total.params))
+    return {"items": [_shape(i, cmd) for i in items], "count": count,
+            "collection": cmd.collection, "nextCursor": next_cursor,
+            "countSkipped": cmd.skip_count}
+
+
+# `verbose: false`: what identifies each entity and its state, nothing of its content.
+_SUMMARY = {c.RECIPES: ("id", "name", "version", "revision", "archived", "updatedAt"),
+            c.ARTIFACTS: ("id", "recipeId", "recipeVersion", "recipeName", "status",
+                          "hardwareNode", "forgedAt", "alloyHash")}
+
+
+def _shape(item: dict[str, Any], cmd: c.ListEntities) -> dict[str, Any]:
+    """The item as asked: `fields` (dotted paths, `id` always) or the summary."""
+    if cmd.fields is not None:
+        out: dict[str, Any] = {"id": item["id"]}
+        for path in cmd.fields:
+            _put_path(out, path, item)
+        return out
+    if not cmd.verbose:
+        return {k: item[k] for k in _SUMMARY[cmd.collection] if k in item}
+    return item
+
+
+def _put_path(out: dict[str, Any], path: str, item: dict[str, Any]) -> None:
+    """Copy `path` of `item` into `out` at the same place; an absent path stays absent."""
+    parts = path.split(".")
+    value: Any = item
+    for part in parts:
+        if not isinstance(value, dict) or part not in value:
+            return
+        value = value[part]
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def with_versions(result: Result) -> Result:
+    """Continuum names the entity's counter `version`: previousVersion/newVersion are the
+    revisions (not the recipe's semver `version` field), given alongside their names here."""
+    if "previousRevision" in result:
+        result = {**result, "previousVersion": result["previousRevision"]}
+    if "newRevision" in result:
+        result = {**result, "newVersion": result["newRevision"]}
+    return result
 
 
 def data_count(cmd: c.CountEntities, services: CommandServices, _call: Call) -> Result:

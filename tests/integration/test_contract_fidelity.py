@@ -45,3 +45,68 @@ def test_legacy_records_from_an_imported_file_stay_readable(foundry):
     # And an edit of another field of that recipe is not refused because of them.
     ok(foundry.execute("data/update", {"collection": R, "id": recipe_id,
                                        "data": {"description": "edited"}}))
+
+
+# --- item 6: Continuum's data/* semantics ----------------------------------------------------
+
+def named(recipe_data: dict[str, Any], i: int) -> dict[str, Any]:
+    return {**copy.deepcopy(recipe_data), "name": f"recipe-{i}"}
+
+
+def test_list_count_is_the_total_matching_unless_skipped(foundry, recipe_data):
+    for i in range(5):
+        create(foundry, named(recipe_data, i))
+    page = ok(foundry.execute("data/list", {"collection": R, "limit": 2}))
+    assert len(page["items"]) == 2 and page["count"] == 5 and page["countSkipped"] is False
+    # Every page reports the same total; the filter counts, the cursor does not.
+    second = ok(foundry.execute("data/list", {"collection": R, "limit": 2,
+                                              "cursor": page["nextCursor"]}))
+    assert second["count"] == 5
+    filtered = ok(foundry.execute("data/list", {"collection": R, "limit": 1,
+                                                "filter": {"name": {"$in": ["recipe-0", "recipe-2", "recipe-4"]}}}))
+    assert filtered["count"] == 3 and len(filtered["items"]) == 1
+    skipped = ok(foundry.execute("data/list", {"collection": R, "limit": 2,
+                                               "skipCount": True}))
+    assert skipped["count"] == 2 and skipped["countSkipped"] is True
+
+
+def test_fields_projects_and_verbose_false_summarises(foundry, recipe_data):
+    recipe_id = create(foundry, named(recipe_data, 1))
+    listed = ok(foundry.execute("data/list", {"collection": R, "fields": [
+        "name", "source.baseModel", "no.such.path"]}))
+    assert listed["items"] == [{"id": recipe_id, "name": "recipe-1", "source": {
+        "baseModel": recipe_data["source"]["baseModel"]}}]
+    brief = ok(foundry.execute("data/list", {"collection": R, "verbose": False}))
+    assert set(brief["items"][0]) == {"id", "name", "version", "revision", "archived",
+                                      "updatedAt"}
+    bad = foundry.execute("data/list", {"collection": R, "fields": "name"})
+    assert not bad["success"] and bad["errors"][0]["field"] == "fields", bad
+
+
+def test_a_store_chosen_per_call_is_refused_with_a_pointer(foundry, recipe_data):
+    for command, params in (
+            ("data/list", {"collection": R, "backend": "sqlite"}),
+            ("data/read", {"collection": R, "id": "x", "dbHandle": "default"}),
+            ("data/count", {"collection": R, "dbHandle": "h"}),
+            ("data/create", {"collection": R, "data": recipe_data, "backend": "mongo"})):
+        refused = foundry.execute(command, params)
+        assert not refused["success"] and refused["errorCode"] == "invalid_input", refused
+        assert "FOUNDRY_DATABASE_URL" in refused["error"], refused
+    assert ok(foundry.execute("data/count", {"collection": R}))["count"] == 0
+
+
+def test_update_upsert_delete_name_the_versions_as_continuum_does(foundry, recipe_data):
+    recipe_id = create(foundry, named(recipe_data, 1))
+    updated = ok(foundry.execute("data/update", {"collection": R, "id": recipe_id,
+                                                 "data": {"description": "x"}}))
+    assert (updated["previousVersion"], updated["newVersion"]) == (1, 2)
+    assert (updated["previousRevision"], updated["newRevision"]) == (1, 2)
+    upserted = ok(foundry.execute("data/upsert", {"collection": R, "id": recipe_id,
+                                                  "data": named(recipe_data, 2)}))
+    assert (upserted["previousVersion"], upserted["newVersion"]) == (2, 3)
+    fresh = "00000000-0000-4000-8000-000000000016"
+    created = ok(foundry.execute("data/upsert", {"collection": R, "id": fresh,
+                                                 "data": named(recipe_data, 3)}))
+    assert (created["previousVersion"], created["newVersion"]) == (0, 1)
+    deleted = ok(foundry.execute("data/delete", {"collection": R, "id": recipe_id}))
+    assert deleted["previousVersion"] == 3 and deleted["newVersion"] == 4
