@@ -2,7 +2,8 @@
 
 `sqlite:///path/foundry.db` (the embedded default) or `postgresql://user:pw@host:port/db`.
 SQLite tables are not namespaced by the library, so each application gets its own file next to
-the one named: `foundry.db` (recipes), `foundry.runs.db` (runs), `foundry.views.db` (views).
+the one named: `foundry.db` (recipes and the recipe view), `foundry.runs.db` (runs),
+`foundry.views.db` (the artifact view).
 """
 
 from __future__ import annotations
