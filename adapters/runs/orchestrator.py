@@ -163,10 +163,12 @@ class Orchestrator:
         recipe_source = run.state["recipe"]["source"]
         try:
             resolved = self.registry.source_resolver(recipe_source)
+            # put_dir refuses a symlink out of the source (BlobSourceError): the run fails
+            # naming the file, like any source that cannot be resolved.
+            records = self.blobs.put_dir(resolved, role="source")
         except Exception as e:
             self._fail_run(run_id, e)
             return None
-        records = self.blobs.put_dir(resolved, role="source")
         source_hash = tree_hash(records)
         self.runs.record(run_id, lambda r: r.resolve_source(
             base_model=str(recipe_source.get("baseModel")), source_hash=source_hash,

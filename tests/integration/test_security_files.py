@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,22 @@ def test_put_dir_refuses_a_file_symlink_out_of_the_model_directory(tmp_path: Pat
     snap.mkdir(parents=True)
     (snap / "config.json").symlink_to("../../blobs/abc")
     assert [r.path for r in store.put_dir(snap, "model")] == ["config.json"]
+
+
+def test_a_base_model_dir_with_a_symlink_out_fails_the_run_naming_the_file(
+        foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
+    secret = tmp_path / "home" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_text("PRIVATE KEY")
+    model = tmp_path / "fake-models" / "planted"  # where forge_env's fake:// models live
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "fake"}')
+    (model / "model.bin").write_bytes(b"w" * 64)
+    (model / "tokenizer.json").symlink_to(secret)
+    recipe["source"]["baseModel"] = "fake://planted"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": recipe}))["id"]
+    result = ok(foundry.execute("forge/run", {"recipeId": recipe_id}))
+    assert result["status"] == "failed", result
+    failure = foundry.runs.get_run(uuid.UUID(result["runId"])).state["failure"]
+    assert failure["type"] == "BlobSourceError", failure
+    assert "tokenizer.json" in failure["message"] and "outside" in failure["message"], failure
