@@ -9,11 +9,12 @@ streaming and the ASGI plumbing and nothing that competes with the bus. uvicorn 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 import structlog
 from starlette.applications import Starlette
@@ -33,15 +34,21 @@ from foundry.adapters.http.auth import (
     needed_scope,
     stamp_principal,
 )
+from foundry.adapters.http.body import (
+    declared_too_big,
+    last_event_id,
+    parse,
+    path_run_id,
+    read_body,
+)
 from foundry.adapters.http.continuum import continuum_forge_run, is_continuum_call
 from foundry.adapters.http.errors import (
-    PayloadTooLargeError,
     RateLimitedError,
     UnknownCommandError,
     status_for,
 )
 from foundry.adapters.http.openapi import build_openapi
-from foundry.domain.errors import FoundryError, InvalidInputError
+from foundry.domain.errors import FoundryError
 
 if TYPE_CHECKING:
     from foundry.adapters.bootstrap import Foundry
@@ -49,6 +56,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 MAX_BODY_BYTES = 1_048_576
+LONG_COMMANDS = frozenset({"forge/run", "forge/resume"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class ServeOptions:
     heartbeat_seconds: float = 15.0
     ready_max_lag: int = 1000
     """/readyz fails while a view is more than this many notifications behind its store."""
+    run_threads: int = 64
+    """How many forge/run and forge/resume calls may execute (or wait) at once."""
 
 
 class EnvelopeResponse(JSONResponse):
@@ -109,6 +119,10 @@ class Api:
     def __init__(self, foundry: Foundry, tokens: ApiTokens, options: ServeOptions) -> None:
         self.foundry, self.tokens, self.options = foundry, tokens, options
         self.limiter = RateLimiter(options.rate_per_second, options.burst)
+        # forge/run and forge/resume with wait: true hold a thread until the run ends (hours,
+        # for a real forge). They get threads of their own, so that many waiting runs never
+        # take the pool that authenticates and answers every other request.
+        self.run_threads = ThreadPoolExecutor(options.run_threads, "foundry-http-run")
         commands = foundry.services.commands
         self.scopes = {s.name: needed_scope(s, {}) for s in commands}
         self.openapi = build_openapi(commands, self.scopes)
@@ -123,16 +137,21 @@ class Api:
     async def command(self, request: Request) -> Response:
         name = request.path_params["command"]
         try:
-            too_big = _declared_too_big(request, self.options.max_body_bytes)
+            too_big = declared_too_big(request, self.options.max_body_bytes)
             if too_big is not None:
                 return refuse(too_big)
             who = await self.principal(request)
             commands = self.foundry.services.commands
             if name not in commands:
                 return refuse(UnknownCommandError(name, commands.names()))
-            params = _parse(await _read_body(request, self.options.max_body_bytes))
+            params = parse(await read_body(request, self.options.max_body_bytes))
             authorize(who, name, needed_scope(commands.get(name), params))
-            body = await run_in_threadpool(self._execute, name, params, who)
+            if name in LONG_COMMANDS:  # may hold its thread for a whole run
+                loop = asyncio.get_running_loop()
+                body = await loop.run_in_executor(self.run_threads, self._execute, name,
+                                                  params, who)
+            else:
+                body = await run_in_threadpool(self._execute, name, params, who)
         except FoundryError as e:
             log.info("http_refused", command=name, code=e.code, error=str(e))
             return refuse(e)
@@ -153,8 +172,8 @@ class Api:
     async def run_stream(self, request: Request) -> Response:
         try:
             await self.principal(request)
-            run_id = _run_id(request.path_params["run_id"])
-            after = _last_event_id(request)
+            run_id = path_run_id(request.path_params["run_id"])
+            after = last_event_id(request)
             run = await run_in_threadpool(self.foundry.runs.get_run, run_id)
         except FoundryError as e:
             return refuse(e)
@@ -168,7 +187,7 @@ class Api:
     async def all_runs_stream(self, request: Request) -> Response:
         try:
             await self.principal(request)
-            after = _last_event_id(request, default=None)
+            after = last_event_id(request, default=None)
             if after is None:  # from now on, unless the client says where it was
                 after = await run_in_threadpool(self._runs_head)
         except FoundryError as e:
@@ -211,57 +230,6 @@ class ViewsBehindError(FoundryError):
     def __init__(self, behind: dict[str, int], bound: int) -> None:
         super().__init__(f"views behind their store by more than {bound} notifications: "
                          + ", ".join(f"{k} {v}" for k, v in sorted(behind.items())))
-
-
-def _declared_too_big(request: Request, limit: int) -> PayloadTooLargeError | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return PayloadTooLargeError(limit)
-    return None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit` (a chunked body declares no length)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(raw: bytes) -> Any:
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise InvalidInputError("body", f"is not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(
-            "body", f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise InvalidInputError("body", "JSON nested too deep to parse") from None
-    except ValueError as e:  # an integer literal of more than 4,300 digits
-        raise InvalidInputError("body", f"malformed JSON: {e}") from None
-
-
-def _run_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise InvalidInputError("runId", f"must be a UUID, got {raw[:80]!r}") from None
-
-
-def _last_event_id(request: Request, default: int | None = 0) -> Any:
-    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or len(raw) > 18:
-        raise InvalidInputError("Last-Event-ID", f"must be a non-negative integer (the id of "
-                                f"the last event received), got {raw[:40]!r}")
-    return int(raw)
 
 
 def _event_stream(stream: Any) -> StreamingResponse:
