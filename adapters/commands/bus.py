@@ -11,8 +11,6 @@ handed the validated model and never looks at the raw dict.
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from foundry.adapters.commands.validation import validate_model
 from foundry.adapters.errors import InternalError, StoreUnavailableError
 from foundry.domain.errors import FoundryError, InvalidInputError
+from foundry.domain.storable import check_size, check_storable
 from foundry.projections.query import QueryError
 
 if TYPE_CHECKING:
@@ -31,16 +30,6 @@ if TYPE_CHECKING:
     from foundry.adapters.commands.registry import CommandRegistry
 
 log = structlog.get_logger()
-
-# A recipe is a few KB; a megabyte is far beyond any honest payload and keeps a runaway
-# client from filling the store.
-MAX_PAYLOAD_BYTES = 1_048_576
-# A recipe nests about 6 deep; filters a few more. Deeper is no honest payload, and a very
-# deep one would exhaust Python's recursion in every later walk over it.
-MAX_DEPTH = 64
-# Both stores hold signed 64-bit integers; a bigger one cannot be stored or compared.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -60,53 +49,11 @@ def failure(error: Exception, **fields: Any) -> dict[str, Any]:
     return {**body, **fields, "timestamp": now()}
 
 
-def _check_scalar(value: Any, path: str) -> None:
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-        raise InvalidInputError(path, "must be an integer between -2^63 and 2^63-1")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInputError(path, f"must be a finite number (JSON has no {value})")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidInputError(path, "must not contain NUL (U+0000) characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInputError(path, "must be valid Unicode (a lone surrogate)") from None
-
-
-def check_storable(root: Any, root_path: str = "") -> None:
-    """Refuse what JSON parsers accept but no store can hold: NaN/Infinity, NUL, lone
-    surrogates, integers beyond 64 bits, nesting beyond MAX_DEPTH. Written once, such a value
-    breaks every later catch-up of the views. Iterative: depth cannot exhaust the stack."""
-    stack: list[tuple[Any, str, int]] = [(root, root_path, 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidInputError(path or "params", f"nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            for k, v in value.items():
-                _check_scalar(k, path or "params")
-                stack.append((v, f"{path}.{k}" if path else str(k), depth + 1))
-        elif isinstance(value, list | tuple):
-            stack.extend((v, f"{path}.{i}", depth + 1) for i, v in enumerate(value))
-        else:
-            _check_scalar(value, path)
-
-
 def check_payload(params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidInputError("params", f"must be a JSON object, got {type(params).__name__}")
     check_storable(params)
-    try:
-        size = len(json.dumps(params, default=str))
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError("params", f"must be JSON-serialisable: {e}") from None
-    if size > MAX_PAYLOAD_BYTES:
-        raise InvalidInputError(
-            "params", f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
-        )
+    check_size(params, "params")
     return params
 
 

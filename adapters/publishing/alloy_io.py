@@ -26,6 +26,7 @@ from foundry.adapters.clock import utc_now
 from foundry.adapters.publishing.artifact_form import import_artifact, is_artifact_form
 from foundry.adapters.publishing.safe_files import read_regular_file
 from foundry.domain.errors import InvalidInputError
+from foundry.domain.storable import check_size, check_storable
 from foundry.domain.validation import validate_model
 from foundry.domain.values.artifact import ForgeArtifact
 
@@ -101,6 +102,10 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
 
     raw = read_regular_file(path, max_bytes=MAX_ALLOY_BYTES, field="file")
     data = read_alloy(path, raw)
+    # The same rules as data/* (#17 item 8): a NUL or NaN imported once broke every later
+    # read of a PostgreSQL store, so nothing of a file is written unless all of it is storable.
+    check_storable(data, "file")
+    check_size(data, "file")
     if is_artifact_form(data):  # Foundry's own artifact file (artifact_form.py)
         return import_artifact(foundry, data, path, hashlib.sha256(raw).hexdigest())
     upgraded, notes = migrate(data)
