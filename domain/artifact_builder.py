@@ -53,6 +53,10 @@ def build_artifact(state: run_state.State) -> dict[str, Any]:
     }
     if "params" in metrics:
         artifact["forgedParamsB"] = round(metrics["params"] / 1e9, 6)
+    if "activeParams" in metrics:  # a mixture of experts: what one token goes through
+        artifact["activeParamsB"] = round(metrics["activeParams"] / 1e9, 6)
+    if recipe.get("rehearsal"):  # a scale-model rehearsal: what it changed, never publishable
+        artifact["rehearsal"] = recipe["rehearsal"]
     if state["alloyHash"]:
         artifact["alloyHash"] = state["alloyHash"]
     artifact["receipt"] = _receipt(state)

@@ -72,6 +72,7 @@ def data_update(cmd: c.UpdateEntity, services: CommandServices, _call: Call) -> 
     recipe_id = parse_uuid(cmd.id)
 
     def merge(current: dict[str, Any]) -> dict[str, Any]:
+        refuse_lineage_change(current, cmd.data)
         return {**current, **cmd.data}
 
     check_repeat(services, cmd.command_id,
@@ -96,7 +97,20 @@ def data_upsert(cmd: c.UpsertEntity, services: CommandServices, call: Call) -> R
     check_repeat(services, cmd.command_id, lambda prior: _same_edit(
         services, prior, recipe_id, lambda _current: cmd.payload) or _same_create(
         services, prior, recipe_id, validate_recipe(cmd.payload)))
-    return with_versions({"created": False, **_edit(services, cmd, recipe_id, cmd.payload)})
+    def replace_all(current: dict[str, Any]) -> dict[str, Any]:
+        refuse_lineage_change(current, cmd.payload)
+        return cmd.payload
+
+    return with_versions({"created": False, **_edit(services, cmd, recipe_id, replace_all)})
+
+
+def refuse_lineage_change(current: dict[str, Any], new: dict[str, Any]) -> None:
+    """parentRecipeId is lineage, set once by recipe/fork: an edit that writes another value
+    used to report success and keep the old one. Giving the current value back is fine."""
+    if "parentRecipeId" in new and new["parentRecipeId"] != current.get("parentRecipeId"):
+        raise InvalidInputError(
+            "data.parentRecipeId", "cannot be changed by an edit: lineage is set once, by "
+            "recipe/fork (fork the intended parent to record a new lineage)")
 
 
 def _same_create(services: CommandServices, prior: Result, recipe_id: UUID | None,

@@ -28,11 +28,6 @@ from foundry.domain.values.artifact import RECIPE_SNAPSHOT_FIELDS, ForgeArtifact
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices as Foundry
 
-# Recipe fields the frozen snapshot may carry besides RECIPE_SNAPSHOT_FIELDS (older
-# artifacts lack them; newer ones have them, see artifact_builder).
-EXTRA_RECIPE_FIELDS = ("parentRecipeId", "acceptanceCriteria")
-
-
 def is_artifact_form(data: dict[str, Any]) -> bool:
     """An artifact names its recipe (recipeId, recipeVersion) where a recipe file names
     itself (name, version): the two forms never overlap."""
@@ -42,7 +37,7 @@ def is_artifact_form(data: dict[str, Any]) -> bool:
 def recipe_of(data: dict[str, Any]) -> dict[str, Any]:
     """The recipe an artifact froze: its name and version and the authored fields."""
     recipe: dict[str, Any] = {"name": data.get("recipeName"), "version": data["recipeVersion"]}
-    for field in (*RECIPE_SNAPSHOT_FIELDS, *EXTRA_RECIPE_FIELDS):
+    for field in RECIPE_SNAPSHOT_FIELDS:
         if field in data:
             recipe[field] = copy.deepcopy(data[field])
     if recipe["name"] is None:

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from foundry.domain.values.base import Open, SemVer, Sha256
 from foundry.domain.values.recipe import (
+    AcceptanceCriteria,
     AlloyHardware,
     AlloySource,
     CorpusRef,
@@ -40,8 +41,12 @@ RECIPE_SNAPSHOT_FIELDS: tuple[str, ...] = (
     "hardware",
     "stages",
     "cycles",
+    "acceptanceCriteria",
+    "parentRecipeId",
 )
-"""The recipe fields (wire names) an artifact freezes a copy of."""
+"""The recipe fields (wire names) an artifact freezes a copy of. The bar it was judged by
+(acceptanceCriteria) and its lineage (parentRecipeId) are part of what was forged: without
+them an artifact read alone cannot be checked against its own gate or traced to its parent."""
 
 
 class HardwareVerified(Open):
@@ -187,6 +192,8 @@ class ForgeArtifact(Open):
     hardware: AlloyHardware | None = None
     stages: list[Stage] = []
     cycles: int | None = Field(default=None, ge=1)
+    acceptance_criteria: AcceptanceCriteria | None = None
+    parent_recipe_id: str | None = None
 
     forged_at: str | None = None
     hardware_node: str | None = None

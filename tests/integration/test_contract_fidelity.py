@@ -110,3 +110,39 @@ def test_update_upsert_delete_name_the_versions_as_continuum_does(foundry, recip
     assert (created["previousVersion"], created["newVersion"]) == (0, 1)
     deleted = ok(foundry.execute("data/delete", {"collection": R, "id": recipe_id}))
     assert deleted["previousVersion"] == 3 and deleted["newVersion"] == 4
+
+
+# --- item 7: artifact completeness -----------------------------------------------------------
+
+def test_the_artifact_freezes_lineage_and_the_bar(forge_env, foundry, recipe_data):
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    data["acceptanceCriteria"] = {"benchmarks": {"perplexity": {"min": 0.0}}}
+    parent = create(foundry, data)
+    child = ok(foundry.execute("recipe/fork", {"id": parent, "data": {"name": "child"}}))["id"]
+    run = ok(foundry.execute("forge/run", {"recipeId": child}))
+    doc = ok(foundry.execute("data/read", {"collection": A, "id": run["artifactId"]}))["data"]
+    assert doc["parentRecipeId"] == parent
+    assert doc["acceptanceCriteria"] == data["acceptanceCriteria"]
+
+
+def test_an_update_cannot_rewrite_lineage(foundry, recipe_data):
+    parent = create(foundry, copy.deepcopy(recipe_data))
+    other = create(foundry, {**copy.deepcopy(recipe_data), "name": "other"})
+    child = ok(foundry.execute("recipe/fork", {"id": parent, "data": {"name": "c"}}))["id"]
+    refused = foundry.execute("data/update", {"collection": R, "id": child,
+                                              "data": {"parentRecipeId": other}})
+    assert not refused["success"], refused
+    assert refused["errors"][0]["field"] == "data.parentRecipeId"
+    assert "recipe/fork" in refused["error"]
+    whole = ok(foundry.execute("data/read", {"collection": R, "id": child}))["data"]
+    authored = {k: v for k, v in whole.items() if k not in (
+        "revision", "archived", "createdAt", "updatedAt", "pinnedVersions")}
+    upsert = foundry.execute("data/upsert", {"collection": R, "id": child,
+                                             "data": {**authored, "parentRecipeId": other}})
+    assert not upsert["success"] and "parentRecipeId" in upsert["error"], upsert
+    # The same value given back (a read-modify-write) is fine; the lineage stays.
+    ok(foundry.execute("data/update", {"collection": R, "id": child, "data": {
+        "parentRecipeId": parent, "description": "same lineage"}}))
+    assert ok(foundry.execute("data/read", {"collection": R, "id": child}))["data"][
+        "parentRecipeId"] == parent
