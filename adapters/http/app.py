@@ -41,6 +41,8 @@ from foundry.adapters.http.body import (
     path_run_id,
     read_body,
 )
+from foundry.adapters.http.console import COOKIE as CONSOLE_COOKIE
+from foundry.adapters.http.console_runs import console_routes
 from foundry.adapters.http.continuum import continuum_forge_run, is_continuum_call
 from foundry.adapters.http.errors import (
     RateLimitedError,
@@ -127,9 +129,17 @@ class Api:
         self.scopes = {s.name: needed_scope(s, {}) for s in commands}
         self.openapi = build_openapi(commands, self.scopes)
 
-    async def principal(self, request: Request) -> Principal:
-        """Authenticate (a store read: a revoked token is refused at once), then rate-limit."""
+    @property
+    def max_body_bytes(self) -> int:
+        return self.options.max_body_bytes
+
+    async def principal(self, request: Request, *, cookie: bool = False) -> Principal:
+        """Authenticate (a store read: a revoked token is refused at once), then rate-limit.
+        With `cookie`, the console's cookie may stand in for the header (a browser's
+        EventSource sends no headers); only the GET streams allow that."""
         header = request.headers.get("authorization")
+        if header is None and cookie and request.cookies.get(CONSOLE_COOKIE):
+            header = f"Bearer {request.cookies[CONSOLE_COOKIE]}"
         who = await run_in_threadpool(authenticate, header, self.tokens)
         self.limiter.take(who.token_id)
         return who
@@ -171,7 +181,7 @@ class Api:
 
     async def run_stream(self, request: Request) -> Response:
         try:
-            await self.principal(request)
+            await self.principal(request, cookie=True)
             run_id = path_run_id(request.path_params["run_id"])
             after = last_event_id(request)
             run = await run_in_threadpool(self.foundry.runs.get_run, run_id)
@@ -186,7 +196,7 @@ class Api:
 
     async def all_runs_stream(self, request: Request) -> Response:
         try:
-            await self.principal(request)
+            await self.principal(request, cookie=True)
             after = last_event_id(request, default=None)
             if after is None:  # from now on, unless the client says where it was
                 after = await run_in_threadpool(self._runs_head)
@@ -259,6 +269,7 @@ def build_app(foundry: Foundry, tokens: ApiTokens,
         Route("/v1/commands/{command:path}", api.command, methods=["POST"]),
         Route("/v1/runs/events", api.all_runs_stream, methods=["GET"]),
         Route("/v1/runs/{run_id}/events", api.run_stream, methods=["GET"]),
+        *console_routes(api),
     ]
     return Starlette(routes=routes, exception_handlers={
         HTTPException: _http_error, Exception: _crash})
