@@ -9,7 +9,10 @@ shrinks what only decides its cost:
   linear-attention key and value head counts, expert count and top-k, rope type, theta,
   partial rotary factor, context length, tied embeddings, and the vocabulary (unless
   `vocab_size` overrides it);
-- shrunk: hidden size, head dims, MLP and expert widths, the number of layers.
+- shrunk: hidden size, head dims, MLP and expert widths, the number of layers. The hidden
+  size is chosen so that every head count up to the base's divides it exactly when it divides
+  the base's hidden size: config classes that check `hidden_size % heads` (Llama, Gemma 3)
+  then accept or refuse a pruned head count on the twin as they would at full size.
 
 `scale_config(config)` returns the twin's config; `build_scale_model(config, out_dir)`
 writes it with random weights (seeded, float32) and, when given, a tokenizer. The base
@@ -21,6 +24,7 @@ torch and transformers are imported inside the functions.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +91,23 @@ def _layer_count(types: list[str], widths: Widths) -> int:
     return max(min(widths.min_layers, len(types)), count)
 
 
+def _faithful_hidden(full: int, heads: int, wanted: int) -> int:
+    """A hidden size near `wanted` divisible by exactly the head counts (1..heads) that divide
+    `full`. The lcm of those divisors qualifies (it divides `full`, so no other count divides
+    it); a multiple of it is taken when it stays faithful and gets closer to `wanted`."""
+    divisors = [h for h in range(1, heads + 1) if full % h == 0]
+    base = math.lcm(*divisors)
+    if base > 16 * wanted:  # e.g. 5040 = lcm(1..10): no small faithful size exists
+        return wanted
+    best = base
+    for k in range(2, max(2, wanted // base + 2)):
+        candidate = base * k
+        faithful = all((candidate % h == 0) == (h in divisors) for h in range(1, heads + 1))
+        if faithful and abs(candidate - wanted) < abs(best - wanted):
+            best = candidate
+    return best
+
+
 def _scaled_sections(sections: list[int], rotary_half: int) -> list[int]:
     """Multimodal rope sections rescaled to sum to the twin's rotary half-dimension."""
     total = sum(sections)
@@ -116,7 +137,9 @@ def scale_config_dict(base: Any, *, vocab_size: int | None = None,
         out["layer_types"] = types[:count]
     if data.get("mlp_only_layers"):
         out["mlp_only_layers"] = [i for i in data["mlp_only_layers"] if i < count]
-    out["hidden_size"] = widths.hidden
+    heads = int(data.get("num_attention_heads") or 1)
+    full_hidden = int(data.get("hidden_size") or widths.hidden)
+    out["hidden_size"] = _faithful_hidden(full_hidden, heads, widths.hidden)
     out["head_dim"] = widths.head_dim
     out["intermediate_size"] = widths.intermediate
     for key, value in (

@@ -65,13 +65,16 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "recipe": {"calibrationCorpus": corpus_ref(corpus, "stdlib-docstrings")}}
 
 
-def scale_model(shared: dict[str, Any], family: str) -> Path:
+def scale_model(shared: dict[str, Any], family: str, **base: Any) -> Path:
+    """The family's twin (cached per module), from its config class defaults updated by
+    `base` (a real checkpoint's sizes, say)."""
     models: dict[str, Path] = shared["models"]
-    if family not in models:
-        models[family] = build_scale_model(
-            default_config(family), shared["root"] / family, tokenizer=shared["tokenizer"],
-            vocab_size=1024, widths=WIDTHS)
-    return models[family]
+    key = family + "".join(f"-{k}{v}" for k, v in sorted(base.items()))
+    if key not in models:
+        models[key] = build_scale_model(
+            {**default_config(family), **base}, shared["root"] / key,
+            tokenizer=shared["tokenizer"], vocab_size=1024, widths=WIDTHS)
+    return models[key]
 
 
 def run_stage(executor: Any, stage: dict[str, Any], shared: dict[str, Any], model: Path,
@@ -189,8 +192,9 @@ def test_magnitude_prune_reaches_fused_experts(
 @pytest.mark.parametrize("family", ["qwen3_5", "gemma3"])
 def test_entropy_prune_honours_the_minimums(shared: dict[str, Any], family: str,
                                            tmp_path: Path) -> None:
-    """The real alloys' stage: entropy, level 0.3-0.4, minHeadsPerLayer 4, minKvHeads 2."""
-    model = scale_model(shared, family)
+    """The real alloys' stage: entropy, level 0.3-0.4, minHeadsPerLayer 4, minKvHeads 2.
+    Gemma 3 is Gemma-3-4B's shape: hidden 2560, 8 heads, 4 KV heads."""
+    model = scale_model(shared, family, **({"hidden_size": 2560} if family == "gemma3" else {}))
     stage = {"type": "prune", "strategy": "entropy", "level": 0.4, "minHeadsPerLayer": 4,
              "minKvHeadsPerLayer": 2, "analysisSteps": 1}
     result = run_stage(PruneExecutor(), stage, shared, model, tmp_path)
@@ -198,8 +202,9 @@ def test_entropy_prune_honours_the_minimums(shared: dict[str, Any], family: str,
     assert m["kvHeadsAfter"] >= 2 and m["headsAfter"] >= 4
     if family == "gemma3":
         # 8 heads / 4 KV: only 6 heads (3 KV x 2) fit level 0.4 and the minimums, and
-        # Gemma3TextConfig wants hidden_size % heads == 0 even with an explicit head_dim:
-        # the same refusal would hit the full-size model (hidden 2560), so nothing is cut.
+        # Gemma3TextConfig wants hidden_size % heads == 0 even with an explicit head_dim.
+        # 2560 % 6 != 0, and the twin's hidden size keeps that (scale_models), so the twin
+        # refuses the cut exactly as the full-size model would.
         assert m["headsAfter"] == m["headsBefore"] == 8
         assert any("rejects 6 heads" in n for n in result.notes), result.notes
     else:

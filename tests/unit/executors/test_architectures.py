@@ -170,7 +170,7 @@ def test_scale_model_keeps_the_shape_that_matters() -> None:
     for key in ("num_attention_heads", "num_key_value_heads", "linear_num_key_heads",
                 "linear_num_value_heads", "max_position_embeddings"):
         assert twin[key] == full[key]
-    assert twin["hidden_size"] == 64 and twin["vocab_size"] == 512
+    assert twin["vocab_size"] == 512
     moe = scale_config(default_config("qwen3_moe"))
     assert (moe.num_experts, moe.num_experts_per_tok, moe.moe_intermediate_size) == (128, 8, 64)
     gemma = scale_config_dict(default_config("gemma3"))
@@ -203,3 +203,20 @@ def test_base_config_comes_from_disk_else_from_the_config_class(
     assert "Qwen3_5MoeTextConfig defaults" in where and data["num_experts"] == 256
     with pytest.raises(UnsupportedArchitectureError, match="qwen3_vl"):
         base_config_for({"baseModel": "Qwen/No-Such-Model-Here", "architecture": "qwen3_vl"})
+
+
+@pytest.mark.parametrize(("full", "heads"), [(2560, 8), (4096, 32), (2560, 16), (5120, 24),
+                                             (576, 9)])
+def test_the_twin_hidden_size_accepts_the_head_counts_the_base_accepts(
+    full: int, heads: int
+) -> None:
+    from foundry.executors.scale_models import _faithful_hidden
+
+    hidden = _faithful_hidden(full, heads, 128)
+    assert hidden <= 4 * 128 or hidden == _faithful_hidden(full, heads, 1)
+    for h in range(1, heads + 1):
+        assert (hidden % h == 0) == (full % h == 0), (full, heads, hidden, h)
+    full_gemma = default_config("gemma3")
+    gemma = scale_config(full_gemma)
+    for h in range(1, full_gemma["num_attention_heads"] + 1):
+        assert (gemma.hidden_size % h == 0) == (full_gemma["hidden_size"] % h == 0)
