@@ -16,6 +16,13 @@ if ! command -v bwrap >/dev/null 2>&1; then
     log "installing bubblewrap (the eval sandbox)"
     apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null
 fi
+# The console's browser tests (tests/e2e/test_http_console.py) drive Debian's Chromium with its
+# chromium-driver: both come from Debian's packages when missing, nothing from elsewhere.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver (the console's browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+        chromium-driver >/dev/null
+fi
 
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $($PYTHON --version)"
