@@ -265,10 +265,13 @@ def forge_list_runs(cmd: c.ListRuns, services: CommandServices, call: Call) -> R
     query = c.ListEntities(collection=c.ARTIFACTS, filter=cmd.filter, order_by=cmd.order_by,
                            limit=cmd.limit, cursor=cmd.cursor)
     listed = data_list(query, services, call)
-    runs = [{"runId": a["provenance"]["runId"], "artifactId": a["id"], "status": a["status"],
-             "recipeId": a["recipeId"], "recipeVersion": a["recipeVersion"],
-             "hardwareNode": a["hardwareNode"], "forgedAt": a.get("forgedAt"),
-             "alloyHash": a.get("alloyHash")} for a in listed["items"]]
+    # An imported artifact is the file's own fields (a legacy alloy has no hardwareNode, a
+    # provenance may lack runId): what it lacks is listed as null, never a KeyError (#17 item 12).
+    runs = [{"runId": (a.get("provenance") or {}).get("runId"), "artifactId": a["id"],
+             "status": a.get("status"), "recipeId": a.get("recipeId"),
+             "recipeVersion": a.get("recipeVersion"), "hardwareNode": a.get("hardwareNode"),
+             "forgedAt": a.get("forgedAt"), "alloyHash": a.get("alloyHash")}
+            for a in listed["items"]]
     return {"runs": runs, "count": len(runs), "nextCursor": listed["nextCursor"]}
 
 

@@ -16,7 +16,7 @@ from foundry.adapters.commands.registry import CommandSpec
 from foundry.adapters.commands.validation import parse_uuid
 from foundry.domain import commands as c
 from foundry.domain.artifact_builder import alloy_hash, artifact_id
-from foundry.domain.errors import InvalidInputError
+from foundry.domain.errors import InvalidInputError, RecipeNotFoundError
 from foundry.projections.artifacts.view import fold
 
 if TYPE_CHECKING:
@@ -66,14 +66,24 @@ def _subject(services: CommandServices, subject: UUID, call: Call
 
 
 def _parents(services: CommandServices, parent_id: str | None) -> list[Result]:
+    """The parent chain. A parentRecipeId naming no recipe here (the parent lives in another
+    store, or an import carried a stale id) ends the chain with an entry that says so and
+    names the child holding it: the report is still given (#17 item 12)."""
     chain: list[Result] = []
     seen: set[str] = set()
+    child = "the recipe"
     while parent_id and parent_id not in seen:
         seen.add(parent_id)
-        parent = services.recipes.get_recipe(UUID(parent_id))
+        try:
+            parent = services.recipes.get_recipe(UUID(str(parent_id)))
+        except (RecipeNotFoundError, ValueError):
+            chain.append({"id": str(parent_id), "name": None, "version": None, "missing": True,
+                          "problem": f"parentRecipeId of {child} names no recipe in this "
+                                     "store"})
+            break
         chain.append({"id": parent_id, "name": parent.data.get("name"),
                       "version": parent.recipe_version})
-        parent_id = parent.data.get("parentRecipeId")
+        child, parent_id = f"recipe {parent_id}", parent.data.get("parentRecipeId")
     return chain
 
 
@@ -88,7 +98,8 @@ def _run_lineage(services: CommandServices, run_id: UUID) -> Result:
         "attempts": s["attempts"], "source": _source(s["source"]),
         "stages": [{**{k: r.get(k) for k in ("cycle", "index", "type", "status", "startedAt",
                                              "completedAt", "seconds", "inputHash", "outputHash",
-                                             "metrics", "notes", "error")},
+                                             "metrics", "notes", "error", "fingerprint",
+                                             "reusedFrom")},
                     "outputFiles": _produced(r)} for r in stages],
         "benchmarks": s["benchmarks"], "gate": s["gate"], "alloyHash": s["alloyHash"],
         "sealedAt": s["sealedAt"], "failure": s["failure"],
@@ -136,8 +147,14 @@ def audit_replay(query: c.ReplayQuery, services: CommandServices, _call: Call) -
     from foundry.adapters.publishing.attestation import provenance_records
 
     problems += [str(e) for e in services.blobs.check_records(provenance_records(replayed))]
+    # Stages whose outputs came from another run by fingerprint (StageReused), as replayed.
+    reused = [{"cycle": r["cycle"], "index": r["index"], "type": r["type"],
+               "fingerprint": r.get("fingerprint"), "from": r["reusedFrom"]}
+              for r in sorted(row["state"]["stages"].values(),
+                              key=lambda r: (r["cycle"], r["index"])) if r.get("reusedFrom")]
     return {"runId": str(run_id), "ok": not problems, "problems": problems,
-            "sealedAlloyHash": sealed, "replayedAlloyHash": recomputed, "events": len(events)}
+            "sealedAlloyHash": sealed, "replayedAlloyHash": recomputed, "events": len(events),
+            "reusedStages": reused}
 
 
 def _diff(a: Any, b: Any, path: str) -> list[str]:

@@ -13,7 +13,8 @@ def render_markdown(r: dict[str, Any]) -> str:
            f"- current version {rec['currentVersion']}, revision {rec['currentRevision']}",
            f"- pinned versions: {', '.join(rec['pinnedVersions']) or 'none'}"]
     if r["parents"]:
-        chain = " <- ".join(f"{p['name']} {p['version']} (`{p['id']}`)" for p in r["parents"])
+        chain = " <- ".join(f"missing (`{p['id']}`: {p['problem']})" if p.get("missing")
+                            else f"{p['name']} {p['version']} (`{p['id']}`)" for p in r["parents"])
         out.append(f"- forked from: {chain}")
     out += ["", "## Edits that led here", "", "| rev | when | event | by | reason | changed |",
             "|---|---|---|---|---|---|"]
@@ -52,11 +53,21 @@ def _run(run: dict[str, Any]) -> list[str]:
         metrics = json.dumps({k: v for k, v in (s.get("metrics") or {}).items()
                               if isinstance(v, int | float | str)}, sort_keys=True)
         out.append(
-            f"| {s['cycle']} | {s['index']} | {s['type']} | {s['status']} | {s['startedAt']} | "
+            f"| {s['cycle']} | {s['index']} | {s['type']} | {s['status']}{_reused(s)} | "
+            f"{s['startedAt']} | "
             f"{s.get('completedAt') or ''} | {s.get('seconds') or ''} | "
             f"{_short(s.get('inputHash'))} -> {_short(s.get('outputHash'))}{_files(s)} | "
             f"{metrics} |")
     return out
+
+
+def _reused(stage: dict[str, Any]) -> str:
+    """Where a stage reused by fingerprint took its outputs from (StageReused)."""
+    origin = stage.get("reusedFrom")
+    if not origin:
+        return ""
+    return (f" (reused from run `{origin['runId']}` cycle {origin['cycle']} stage "
+            f"{origin['index']})")
 
 
 def _files(stage: dict[str, Any]) -> str:

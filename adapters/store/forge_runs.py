@@ -8,8 +8,9 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
 
+from foundry.adapters.store.damaged import DamageNamingMapper
 from foundry.domain.errors import RunNotFoundError
 from foundry.domain.forge_run import ForgeRun
 
@@ -24,6 +25,11 @@ class ForgeRuns(Application[UUID]):
 
     name = "ForgeRuns"
     snapshotting_intervals = {ForgeRun: 200}
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        # A stored event that cannot be decoded is named (adapters/store/damaged.py).
+        return self.factory.mapper(transcoder=self.construct_transcoder(),
+                                   mapper_class=DamageNamingMapper)
 
     def get_run(self, run_id: UUID) -> ForgeRun:
         try:

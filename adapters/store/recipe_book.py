@@ -14,8 +14,9 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
 
+from foundry.adapters.store.damaged import DamageNamingMapper
 from foundry.domain.errors import (
     AlreadyExistsError,
     FoundryError,
@@ -55,6 +56,11 @@ class RecipeBook(Application[UUID]):
 
     name = "RecipeBook"
     snapshotting_intervals = {Recipe: 50}
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        # A stored event that cannot be decoded is named (adapters/store/damaged.py).
+        return self.factory.mapper(transcoder=self.construct_transcoder(),
+                                   mapper_class=DamageNamingMapper)
 
     def get_recipe(self, recipe_id: UUID, version: int | None = None) -> Recipe:
         """The recipe, from the aggregate cache (fast-forwarded by the library) when current.
