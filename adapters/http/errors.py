@@ -81,6 +81,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "blob_error": 500,
     "blob_missing": 500,
     "blob_corrupt": 500,
+    "event_damaged": 500,
     "stage_cancelled": 409,
     "publish_failed": 502,
     "store_unavailable": 503,
