@@ -139,8 +139,42 @@ class RunPages(Console):
                 f'<h2>Integrity: <span id="verdict" class="{css}">{verdict}</span></h2>'
                 f'{links}<h3>Replay</h3><p id="replay">'
                 f'{"replay matches the artifact" if replay.get("ok") else e(_error(replay))}'
-                f'</p><ul id="problems">{problems}</ul>')
+                f'</p><ul id="problems">{problems}</ul><p><a id="audit-link" href="/console/'
+                f'audit/{e(run_id)}">The audit report</a></p>')
         return HTMLResponse(page(f"Artifact {aid[:8]}", body, who=who.name))
+
+
+    async def audit(self, request: Request) -> Response:
+        """The audit report of a run: replay against the artifact, every integrity link,
+        and who changed the recipe it ran, when and why."""
+        who = await self.who(request)
+        if who is None:
+            return RedirectResponse("/console/login", status_code=303)
+        run_id = request.path_params["run_id"]
+        replay = await self.run(who, "audit/replay", {"runId": run_id})
+        if not replay.get("success"):
+            return HTMLResponse(page("Audit", "", who=who.name, error=_error(replay)), 404)
+        verify = await self.run(who, "artifact/verify", {"subject": run_id})
+        lineage = await self.run(who, "lineage/report", {"id": run_id})
+        ok = bool(replay.get("ok") and verify.get("ok"))
+        checks = table(["Check", "Result"], [
+            ["replay of the run's events", e("matches" if replay.get("ok") else "differs")],
+            ["sealed alloyHash", f"<code>{e(replay.get('sealedAlloyHash'))}</code>"],
+            ["replayed alloyHash", f"<code>{e(replay.get('replayedAlloyHash'))}</code>"],
+            ["events replayed", e(replay.get("events"))],
+            *[[e(f"verify: {ln['name']}"), f'<span class="{"ok" if ln["ok"] else "bad"}">'
+               f'{e(ln["status"])}</span> {e(ln.get("detail"))}']
+              for ln in verify.get("links", [])]])
+        problems = "".join(f"<li>{e(p)}</li>" for p in replay.get("problems") or [])
+        edits = table(["Revision", "Event", "Who", "When", "Why"], [
+            [e(x.get("revision")), e(x.get("event")), e(x.get("author") or "-"), e(x.get("at")),
+             e(x.get("reason"))] for x in lineage.get("edits") or []],
+            caption="Who changed the recipe")
+        verdict = "intact" if ok else "BROKEN"
+        body = (f'<p>Run <a href="/console/runs/{e(run_id)}">{e(run_id)}</a>: <strong '
+                f'id="verdict" class="{"ok" if ok else "bad"}">{verdict}</strong></p>{checks}'
+                f'<ul id="problems">{problems}</ul>{edits}')
+        return HTMLResponse(page("Audit report", body, who=who.name))
 
 
 def _tier_files(item: dict[str, Any], tier: dict[str, Any]) -> str:
@@ -161,4 +195,5 @@ def console_routes(api: Host) -> list[Route]:
         Route("/console/runs/{run_id}", c.run_page, methods=["GET"]),
         Route("/console/runs/{run_id}/{action}", c.run_action, methods=["POST"]),
         Route("/console/artifacts/{aid}", c.artifact, methods=["GET"]),
+        Route("/console/audit/{run_id}", c.audit, methods=["GET"]),
     ]

@@ -133,11 +133,17 @@ def test_a_person_creates_edits_forges_watches_and_audits_a_recipe_in_the_browse
     problems = [p.text for p in d.find_elements(By.CSS_SELECTOR, "#problems li")]
     assert any("alloyHash" in p or "view differs" in p for p in problems), problems
     shot(d, "07-artifact-tampered")
+    d.find_element(By.ID, "audit-link").click()
+    until(d, lambda d: "/console/audit/" in d.current_url, 10, "the audit report")
+    assert text(d, "#verdict") == "BROKEN"
+    assert [p.text for p in d.find_elements(By.CSS_SELECTOR, "#problems li")] == problems
+    assert served.names["run"] in d.find_element(By.TAG_NAME, "main").text  # who edited
+    shot(d, "08-audit")
 
     d.set_window_size(390, 844)  # a phone
     d.get(recipe_url)
     assert d.execute_script("return document.documentElement.scrollWidth") <= 400
-    shot(d, "08-recipe-phone")
+    shot(d, "09-recipe-phone")
     d.set_window_size(1280, 900)
     assert sorted(p.name for p in SHOTS.iterdir())[0] == "01-sign-in.png"
 
