@@ -245,6 +245,10 @@ class LineageQuery(Frozen):
     id: str
 
 
+class AuditEvents(Frozen):
+    """audit/events: read back every stored event of both logs; list each damaged one."""
+
+
 class ReplayQuery(Frozen):
     """audit/replay: rebuild a run's artifact from its events and compare."""
 

@@ -55,6 +55,8 @@ def add_forge_commands(sub: Any) -> None:
     rep = asub.add_parser("replay", help="rebuild a run's artifact from its events; compare")
     rep.add_argument("run_id")
     rep.set_defaults(run=_replay)
+    evs = asub.add_parser("events", help="read back every stored event; list damaged ones")
+    evs.set_defaults(run=_audit_events)
 
 
 def _emit(result: dict[str, Any]) -> int:
@@ -139,6 +141,12 @@ def _lineage(foundry: Any, args: argparse.Namespace) -> int:
         return _emit(result)
     sys.stdout.write(render_markdown(result))
     return 0
+
+
+def _audit_events(foundry: Any, _args: argparse.Namespace) -> int:
+    result = foundry.execute("audit/events", {})
+    code = _emit(result)
+    return code if not result.get("success") else (0 if result["ok"] else 1)
 
 
 def _replay(foundry: Any, args: argparse.Namespace) -> int:

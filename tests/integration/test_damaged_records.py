@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def foundry(store_url: str, env: Path) -> Iterator[Any]:
         yield f
 
 
-def test_forge_list_after_importing_the_fixture_alloys(foundry):
+def test_forge_list_after_importing_the_fixture_alloys(foundry: Any) -> None:
     imported = ok(foundry.execute("alloy/import", {"paths": [str(ALLOYS)]}))
     run_ids = {r["runId"] for r in imported["imported"] if r["runId"]}
     assert run_ids, imported  # the executed fixture brings a run
@@ -53,7 +53,7 @@ def test_forge_list_after_importing_the_fixture_alloys(foundry):
         assert run["status"] == "completed" and run["artifactId"], run
 
 
-def test_lineage_of_a_recipe_with_a_dangling_parent(foundry):
+def test_lineage_of_a_recipe_with_a_dangling_parent(foundry: Any) -> None:
     data = json.loads(EXAMPLE.read_text())
     missing = str(uuid.uuid4())
     child = ok(foundry.execute("data/create", {"collection": "forge_recipes",
@@ -84,7 +84,7 @@ def _garble(app: Any, kind: str, originator_id: str, version: int) -> None:
             assert curs.rowcount == 1
 
 
-def test_a_damaged_run_event_is_named_by_every_read(store_url, env):
+def test_a_damaged_run_event_is_named_by_every_read(store_url: str, env: Path) -> None:
     from foundry.adapters.bootstrap import Foundry
 
     with Foundry.open(store_url) as f:
@@ -102,7 +102,7 @@ def test_a_damaged_run_event_is_named_by_every_read(store_url, env):
         assert replay["success"] is False and replay["errorCode"] == "event_damaged", replay
 
 
-def test_a_damaged_recipe_event_is_named(store_url, env):
+def test_a_damaged_recipe_event_is_named(store_url: str, env: Path) -> None:
     from foundry.adapters.bootstrap import Foundry
 
     data = json.loads(EXAMPLE.read_text())
@@ -116,3 +116,48 @@ def test_a_damaged_recipe_event_is_named(store_url, env):
         assert result["success"] is False and result["errorCode"] == "event_damaged", result
         assert recipe_id in result["error"] and "event 1 " in result["error"], result
         assert "garbled" not in result["error"]  # the damaged bytes are not repeated
+
+
+def _set_state(app: Any, kind: str, originator_id: str, version: int,
+               edit: Callable[[bytes], bytes]) -> None:
+    recorder = app.recorder
+    table = (recorder.events_table_name if kind == "sqlite"
+             else f'"{recorder.datastore.schema}".{recorder.events_table_name}')
+    key: Any = uuid.UUID(originator_id).hex if kind == "sqlite" else uuid.UUID(originator_id)
+    mark = "?" if kind == "sqlite" else "%s"
+    with recorder.datastore.transaction(commit=True) as curs:
+        curs.execute(f"SELECT state FROM {table} WHERE originator_id = {mark} "
+                     f"AND originator_version = {mark}", (key, version))
+        row = curs.fetchone()
+        state = bytes(row[0] if kind == "sqlite" else row["state"])
+        curs.execute(f"UPDATE {table} SET state = {mark} WHERE originator_id = {mark} "
+                     f"AND originator_version = {mark}", (edit(state), key, version))
+
+
+def test_audit_events_lists_every_damaged_row_and_nothing_else(store_url: str,
+                                                               env: Path) -> None:
+    """A garbled run event and a recipe event holding a NUL (what an unchecked import wrote)
+    are both listed, by log, aggregate and version; the clean events are not."""
+    from foundry.adapters.bootstrap import Foundry
+
+    data = json.loads(EXAMPLE.read_text())
+    name = data["name"].encode()
+    with Foundry.open(store_url) as f:
+        clean = ok(f.execute("audit/events", {}))
+        assert clean["ok"] is True and clean["problems"] == [], clean
+        recipe_id = ok(f.execute("data/create", {"collection": "forge_recipes",
+                                                 "data": data}))["id"]
+        run_id = ok(f.execute("alloy/import", {"paths": [str(EXECUTED)]}))["imported"][0]["runId"]
+        _garble(f.runs, f.config.kind, run_id, 2)
+        _set_state(f.recipes, f.config.kind, recipe_id, 1,
+                   lambda s: s.replace(b'"' + name + b'"', b'"' + name + b'\\u0000"', 1))
+
+    with Foundry.open(store_url) as f:
+        audit = ok(f.execute("audit/events", {}))
+
+    assert audit["ok"] is False and audit["problemCount"] == 2, audit
+    found = {(p["log"], p["originatorId"], p["version"]): p["problem"] for p in audit["problems"]}
+    assert set(found) == {("runs", run_id, 2), ("recipes", recipe_id, 1)}, found
+    assert "cannot be decoded" in found[("runs", run_id, 2)]
+    assert "NUL" in found[("recipes", recipe_id, 1)]
+    assert audit["events"]["runs"] >= 2 and audit["events"]["recipes"] >= 2, audit

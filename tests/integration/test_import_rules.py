@@ -74,7 +74,8 @@ CASES: dict[str, tuple[Callable[[], str], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_import_refuses_what_data_refuses_and_writes_nothing(foundry, tmp_path, case):
+def test_import_refuses_what_data_refuses_and_writes_nothing(foundry: Any, tmp_path: Path,
+                                                            case: str) -> None:
     make, field, word = CASES[case]
     path = tmp_path / "bad.alloy.json"
     path.write_text(make(), encoding="utf-8")
@@ -92,7 +93,7 @@ def test_import_refuses_what_data_refuses_and_writes_nothing(foundry, tmp_path, 
     assert ok(foundry.execute("forge/list-runs", {}))["count"] == 0
 
 
-def test_data_create_refuses_the_same_values_and_writes_nothing(foundry):
+def test_data_create_refuses_the_same_values_and_writes_nothing(foundry: Any) -> None:
     """The other half of the bug report: on PostgreSQL a refused `recipe create` still saved
     its event. A NUL in the data is refused before anything is written."""
     recipe = json.loads(_text())
