@@ -116,6 +116,8 @@ def test_a_person_creates_edits_forges_watches_and_audits_a_recipe_in_the_browse
     assert d.execute_script("return window.sameDocument") is True  # no reload: it was live
     statuses = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#stages .st")]
     assert len(statuses) >= 5 and set(statuses) == {"completed"}, statuses
+    points = d.find_element(By.CSS_SELECTOR, "#loss polyline").get_attribute("points")
+    assert points.strip(), "the train stage's finalLoss is drawn on the loss curve"
     shot(d, "05-run-done")
 
     d.find_element(By.CSS_SELECTOR, "#artifact-link a").click()
@@ -162,3 +164,21 @@ def tamper_a_stage_event(served: Served) -> None:
         conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?",
                      (json.dumps(doc).encode(), rowid))
     time.sleep(0.1)
+
+
+def test_the_console_acts_only_within_the_tokens_scope_and_only_from_its_own_origin(
+        served: Served) -> None:
+    import httpx
+
+    with httpx.Client(base_url=served.url, follow_redirects=False, timeout=60) as reader:
+        assert reader.get("/console").headers["location"] == "/console/login"
+        signed = reader.post("/console/login", data={"token": served.tokens["read"]})
+        assert signed.status_code == 303 and "httponly" in signed.headers["set-cookie"].lower()
+        assert "samesite=strict" in signed.headers["set-cookie"].lower()
+        made = reader.post("/console/recipes", data={"data": json.dumps(fake_recipe())})
+        assert made.status_code == 400 and "scope" in made.text  # a read token
+        foreign = reader.post("/console/recipes", data={"data": "{}"},
+                              headers={"Origin": "http://evil.example"})
+        assert foreign.status_code == 400 and "Origin" in foreign.text
+        wrong = reader.post("/console/login", data={"token": "fdy_nothing"})
+        assert wrong.status_code == 401
