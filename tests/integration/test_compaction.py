@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import gguf
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -18,6 +19,7 @@ from foundry.executors.base import StageContext, StageResult
 from foundry.executors.corpus import build_stdlib_corpus, corpus_ref
 from foundry.executors.errors import ExecutorError
 from foundry.executors.real.compact import BANDS, CompactExecutor
+from foundry.executors.real.expert_prune import ExpertPruneExecutor
 from foundry.executors.real.quant import tensor_types
 from foundry.executors.tiny_model import train_bpe_tokenizer
 from tests.unit.executors.test_expert_prune import Recorder
@@ -106,14 +108,27 @@ def test_moe_compact_writes_a_per_band_gguf_llama_cpp_runs(corpus: Path, tmp_pat
     where = tmp_path / "moe"
     model.save_pretrained(where)
     copy_tokenizer("qwen3", where)
-    result = _run({}, where, corpus, tmp_path / "c")
+    # expert-prune first: the compacted GGUF is then also the pruned model through llama.cpp's
+    # converter, which must carry 4 experts per layer and still generate.
+    (tmp_path / "p" / "work").mkdir(parents=True)
+    pruned = ExpertPruneExecutor().run(StageContext(
+        run_id="t", cycle=1, index=0, stage={"type": "expert-prune", "keepExperts": 4},
+        recipe={"calibrationCorpus": corpus_ref(corpus, "stdlib-docstrings")},
+        input_dir=where, output_dir=tmp_path / "p" / "out", work_dir=tmp_path / "p" / "work",
+        base_model_dir=where), Recorder())
+    result = _run({}, pruned.output_dir, corpus, tmp_path / "c")
     bands = result.metrics["layerBands"]
     assert bands["0"] == "critical" and BANDS.index(bands["1"]) < BANDS.index("high")
     (gguf_file,) = result.files
     counts, _ = tensor_types(gguf_file)
+    reader = gguf.GGUFReader(gguf_file)
+    assert int(reader.fields["qwen3moe.expert_count"].contents()) == 4
+    assert reader.get_tensor(0) is not None
+    experts = next(t for t in reader.tensors if t.name == "blk.0.ffn_gate_exps.weight")
+    assert int(experts.shape[-1]) == 4
     assert counts == result.metrics["tensorTypes"]
     assert len({t for t in counts if t not in ("F32", "F16")}) >= 2  # mixed precision
     verified = result.metrics["hardwareVerified"][0]
     assert verified["verified"] and verified["generatedTokens"] > 0
     assert result.metrics["sizeGb"] == pytest.approx(gguf_file.stat().st_size / 1e9)
-    assert sum(result.metrics["bands"]["experts"].values()) == 2 * 8
+    assert sum(result.metrics["bands"]["experts"].values()) == 2 * 4  # after the prune
