@@ -206,6 +206,8 @@ class Orchestrator:
             run_id=str(run_id), cycle=cycle, index=index, stage=stage,
             recipe=run.state["recipe"], input_dir=input_dir, output_dir=out, work_dir=scratch,
             base_model_dir=base_dir, seed=0, device=self.registry.device,
+            # a stage may read a stored output by hash (expert-prune's importanceJson)
+            extras={"blobPath": self.blobs.path_of},
         )
         reporter = RunReporter(self.runs, run_id, cycle, index, self.progress_interval,
                                self.heartbeat_path(run_id), self.listener, utc_now)
