@@ -206,6 +206,9 @@ class RunRecipe(Frozen):
     command_id: str | None = Field(default=None, min_length=1, max_length=200)
     wait: bool = True
     requested_by: str = Field(default="", max_length=200)
+    # Forge a scale model of the base instead (adapters/runs/rehearsal.py): capped steps,
+    # stand-in corpora, refused stages passed over; the artifact can never be published.
+    rehearsal: bool = False
 
 
 class RunRef(Frozen):

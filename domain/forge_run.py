@@ -240,6 +240,11 @@ class ForgeRun(Aggregate):
     def record_publish_failure(self, *, target: str, error_type: str, message: str,
                                request_id: str | None, status: int | None, at: str) -> None:
         self._publishable("record a publish failure")
+        if (self.state.get("recipe") or {}).get("rehearsal"):
+            # Not even forced: its weights are a random scale model, not the recipe's model.
+            raise RunStateError(str(self.id), f"cannot {what}: this run is a scale-model "
+                                "rehearsal, and a rehearsal is never published (rule: "
+                                "rehearsal artifacts are unpublishable, forced or not)")
         self._apply("PublishFailed", target=target, error_type=error_type, message=message,
                     request_id=request_id, status=status, at=at)
 

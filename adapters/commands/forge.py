@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 Result = dict[str, Any]
 # A heartbeat older than this, from an owner we cannot check directly, means a dead owner.
 STALE_AFTER_SECONDS = 120.0
+REHEARSAL_NODE = "any"  # where a rehearsal runs: it forges a scale model, any node will do
 
 
 def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result:
@@ -41,6 +42,8 @@ def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result
         _check_same_request(services, run_id, cmd, recipe_id)
         return _go(services, run_id, cmd.wait, call, repeated=True)
     recipe, revision = _pinnable_recipe(services, recipe_id, cmd.recipe_version)
+    if cmd.rehearsal:
+        return _rehearse(services, cmd, call, run_id, recipe_id, recipe, revision)
     _check_executable(services, recipe)
     target = render_publish_target(cmd.publish_target, recipe)
     pinned, recipe_hash = services.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
@@ -62,11 +65,44 @@ def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result
 
 
 def _check_same_request(services: CommandServices, run_id: UUID, cmd: c.RunRecipe,
+def _rehearse(services: CommandServices, cmd: c.RunRecipe, call: Call, run_id: UUID,
+              recipe_id: UUID, recipe: dict[str, Any], revision: int | None) -> Result:
+    """A run of the recipe's scale-model rehearsal (adapters/runs/rehearsal.py). The recipe
+    version is not pinned: a rehearsal is a trial, not a release of that version."""
+    from foundry.adapters.runs.rehearsal import NEVER_PUBLISHED, rehearsal_recipe
+    from foundry.domain.hashing import content_hash
+
+    if cmd.publish_target is not None:
+        raise InvalidInputError("publishTarget", NEVER_PUBLISHED)
+    architecture = str((recipe.get("source") or {}).get("architecture") or "")
+    problem = services.registry.architecture_problem(architecture)
+    if problem:
+        raise InvalidInputError("source.architecture", problem)
+    rehearsed = rehearsal_recipe(recipe, services.registry, services.state_dir / "rehearsal",
+                                 hardware_node=cmd.hardware_node)
+    ForgeRecipe.model_validate(rehearsed)
+    if revision is None:
+        revision = services.recipes.get_recipe(recipe_id).revision
+    run, _ = services.runs.request_run(
+        run_id, recipe_id=str(recipe_id), recipe_version=recipe["version"],
+        recipe_revision=revision,
+        recipe_hash=content_hash({k: v for k, v in rehearsed.items() if k != "id"}),
+        # Any node can forge a scale model; the node asked for is what the projection
+        # compares the full-size memory with (rehearsal.projection.memory.node).
+        recipe=rehearsed, hardware_node=REHEARSAL_NODE, publish_target=None,
+        requested_by=cmd.requested_by or call.principal, command_id=cmd.command_id,
+        at=utc_now(),
+    )
+    result = _go(services, run.id, cmd.wait, call, repeated=False)
+    return {**result, "rehearsal": rehearsed["rehearsal"]}
+
+
                         recipe_id: UUID) -> None:
     """A repeated commandId must name the same recipe, node and (if given) version."""
     state = services.runs.get_run(run_id).state
     first = {"recipeId": state["recipeId"], "hardwareNode": state["hardwareNode"]}
-    again = {"recipeId": str(recipe_id), "hardwareNode": cmd.hardware_node}
+    again = {"recipeId": str(recipe_id),
+             "hardwareNode": REHEARSAL_NODE if cmd.rehearsal else cmd.hardware_node}
     if cmd.recipe_version is not None:
         first["recipeVersion"], again["recipeVersion"] = state["recipeVersion"], cmd.recipe_version
     if first != again:
@@ -228,6 +264,7 @@ def _owner(services: CommandServices, run_id: UUID, state: dict[str, Any]) -> Re
     else:
         alive = age is not None and age < STALE_AFTER_SECONDS
     owner.update(alive=alive, heartbeatAgeSeconds=age, stuck=not alive)
+        **({"rehearsal": True} if s["recipe"].get("rehearsal") else {}),
     if not alive:
         owner["hint"] = f"the owner is gone: run forge/resume with runId {run_id}"
     return owner
