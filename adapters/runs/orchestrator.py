@@ -21,6 +21,7 @@ from uuid import UUID
 import structlog
 
 from foundry.adapters.clock import utc_now
+from foundry.adapters.runs.model_params import count_params
 from foundry.adapters.runs.progress import RunReporter
 from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
 from foundry.adapters.store.forge_runs import ForgeRuns
@@ -232,12 +233,16 @@ class Orchestrator:
         model = self.blobs.put_dir(result.output_dir, role="model")
         extras = [self._store_extra(p) for p in result.files]
         output_hash = tree_hash(model)
+        # The parameter counts of the model the stage wrote, from its own files, so that the
+        # artifact's forgedParamsB (and activeParamsB of a MoE) never depend on an executor
+        # remembering to report them.
+        metrics = {**(count_params(result.output_dir) or {}), **result.metrics}
         self.runs.record(run_id, lambda r: r.complete_stage(
             cycle=cycle, index=index, output_hash=output_hash,
-            files=[f.to_dict() for f in [*model, *extras]], metrics=dict(result.metrics),
+            files=[f.to_dict() for f in [*model, *extras]], metrics=metrics,
             notes=list(result.notes), seconds=seconds, at=utc_now()))
         self.listener({"kind": "stage_completed", "cycle": cycle, "index": index,
-                       "seconds": seconds, "metrics": dict(result.metrics)})
+                       "seconds": seconds, "metrics": dict(metrics)})
         return result.output_dir, output_hash
 
     def _store_extra(self, path: Path) -> FileRecord:
