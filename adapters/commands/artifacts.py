@@ -51,8 +51,7 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
     blobs = None  # a file stands alone; a stored run's blobs are checked too
     if path.is_file():
         artifact = _read_json_object(path, "subject")
-        sibling = path.with_name("README.md")
-        readme = readme or (sibling if sibling.is_file() else None)
+        readme = readme or recorded_card(path, artifact)
     else:
         from foundry.adapters.publishing.publish import publishable_artifact
         from foundry.domain.artifact_builder import build_artifact
@@ -68,6 +67,21 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
     return {"ok": all(link.ok for link in links),
             "links": [{"name": link.name, "ok": link.ok, "expected": link.expected,
                        "found": link.found, "detail": link.detail} for link in links]}
+
+
+def recorded_card(path: Path, artifact: dict[str, Any]) -> Path | None:
+    """The card next to a published artifact file: the one its receipt recorded a hash of,
+    by the name the receipt gives (publishing writes it as README.md beside the alloy). An
+    artifact whose receipt records no card has none to check: a README.md that merely sits
+    next to it (an export into a project folder) is not its card and is never read."""
+    receipt = artifact.get("receipt")
+    if not isinstance(receipt, dict) or not receipt.get("cardHash"):
+        return None
+    name = receipt.get("cardFile") or "README.md"
+    if not isinstance(name, str) or Path(name).name != name:
+        raise InvalidInputError("receipt.cardFile", f"{name!r} must be a plain file name")
+    card = path.with_name(name)
+    return card if card.is_file() else None
 
 
 def _read_json_object(path: Path, field: str) -> dict[str, Any]:

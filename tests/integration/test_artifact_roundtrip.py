@@ -146,3 +146,34 @@ def test_an_artifact_file_changed_after_sealing_is_refused(forge_env, foundry, s
     assert report["status"] == "refused" and "alloyHash" in report["error"], report
     assert ok(second.execute("data/list", {"collection": R}))["count"] == 0
     assert ok(second.execute("data/list", {"collection": A}))["count"] == 0
+
+
+def test_verify_reads_only_the_card_the_receipt_recorded(forge_env, foundry, recipe_data,
+                                                        tmp_path):
+    """#16 item 10: a README.md that merely sits next to an artifact file is not its card."""
+    from foundry.adapters.publishing.attestation import create_key
+
+    create_key(tmp_path / "keys")  # signed, so the card link can pass where it should
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
+    run = ok(foundry.execute("forge/run", {"recipeId": recipe_id}))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# my project, not a model card\n")
+    exported = project / "model.alloy.json"
+    ok(foundry.execute("alloy/export", {"id": run["runId"], "out": str(exported)}))
+    links = ok(foundry.execute("artifact/verify", {"subject": str(exported)}))["links"]
+    assert "card" not in {link["name"] for link in links}, links
+
+    # Published: the card beside it is the one the receipt hashed; swapped, it fails.
+    out = tmp_path / "published"
+    ok(foundry.execute("forge/publish", {"id": run["runId"], "target": out.as_uri()}))
+    [published] = sorted(out.glob("*.alloy.json"))
+    card = next(link for link in ok(foundry.execute(
+        "artifact/verify", {"subject": str(published)}))["links"] if link["name"] == "card")
+    assert card["ok"], card
+    (out / "README.md").write_text("# a stray card\n")
+    card = next(link for link in ok(foundry.execute(
+        "artifact/verify", {"subject": str(published)}))["links"] if link["name"] == "card")
+    assert not card["ok"], card
