@@ -45,6 +45,7 @@ def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result
     if cmd.rehearsal:
         return _rehearse(services, cmd, call, run_id, recipe_id, recipe, revision)
     _check_executable(services, recipe)
+    check_node(services, cmd.hardware_node)
     target = render_publish_target(cmd.publish_target, recipe)
     pinned, recipe_hash = services.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
         if revision is None else (None, None)
@@ -64,7 +65,6 @@ def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result
     return _go(services, run.id, cmd.wait, call, repeated=False)
 
 
-def _check_same_request(services: CommandServices, run_id: UUID, cmd: c.RunRecipe,
 def _rehearse(services: CommandServices, cmd: c.RunRecipe, call: Call, run_id: UUID,
               recipe_id: UUID, recipe: dict[str, Any], revision: int | None) -> Result:
     """A run of the recipe's scale-model rehearsal (adapters/runs/rehearsal.py). The recipe
@@ -97,6 +97,7 @@ def _rehearse(services: CommandServices, cmd: c.RunRecipe, call: Call, run_id: U
     return {**result, "rehearsal": rehearsed["rehearsal"]}
 
 
+def _check_same_request(services: CommandServices, run_id: UUID, cmd: c.RunRecipe,
                         recipe_id: UUID) -> None:
     """A repeated commandId must name the same recipe, node and (if given) version."""
     state = services.runs.get_run(run_id).state
@@ -183,6 +184,24 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
             f"{', '.join(sorted(registry.known_benchmarks))}")
 
 
+def check_node(services: CommandServices, hardware_node: str) -> None:
+    """In-process execution runs here: a hardwareNode of another class or site is refused
+    before anything is recorded, never executed here under a name it is not. (The Ray
+    dispatcher instead leaves the run requested until a worker of that class takes it.)"""
+    if services.launcher.name != "in-process":
+        return
+    from foundry.adapters.runs.node_identity import ENV_NODE_CLASS, local_node
+
+    node = local_node(services.registry.device)
+    why = node.mismatch(hardware_node)
+    if why:
+        raise InvalidInputError(
+            "hardwareNode", f"{hardware_node}: this foundry executes in-process on {node} "
+            f"and {why}; ask for {node.node_class}@local or any, run it where that hardware "
+            f"is (a worker started with --class, and the ray dispatcher), or configure this "
+            f"node's class ({ENV_NODE_CLASS}) if it is that hardware")
+
+
 def _go(services: CommandServices, run_id: UUID, wait: bool, call: Call, *,
         repeated: bool) -> Result:
     dispatcher = services.launcher
@@ -245,6 +264,7 @@ def _summary(services: CommandServices, run_id: UUID) -> Result:
         "owner": _owner(services, run_id, s),
         "dispatches": len(s.get("dispatches", [])),
         **({"waiting": waiting_reason(s)} if s["status"] == "requested" else {}),
+        **({"rehearsal": True} if s["recipe"].get("rehearsal") else {}),
     }
 
 
@@ -264,7 +284,6 @@ def _owner(services: CommandServices, run_id: UUID, state: dict[str, Any]) -> Re
     else:
         alive = age is not None and age < STALE_AFTER_SECONDS
     owner.update(alive=alive, heartbeatAgeSeconds=age, stuck=not alive)
-        **({"rehearsal": True} if s["recipe"].get("rehearsal") else {}),
     if not alive:
         owner["hint"] = f"the owner is gone: run forge/resume with runId {run_id}"
     return owner

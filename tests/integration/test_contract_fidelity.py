@@ -146,3 +146,38 @@ def test_an_update_cannot_rewrite_lineage(foundry, recipe_data):
         "parentRecipeId": parent, "description": "same lineage"}}))
     assert ok(foundry.execute("data/read", {"collection": R, "id": child}))["data"][
         "parentRecipeId"] == parent
+
+
+# --- item 3: honest hardware -----------------------------------------------------------------
+
+def test_in_process_execution_refuses_a_node_it_is_not(forge_env, foundry, recipe_data,
+                                                      monkeypatch):
+    import socket
+
+    from foundry.adapters.runs.node_identity import slug
+
+    monkeypatch.delenv("FOUNDRY_NODE_CLASS", raising=False)
+    monkeypatch.delenv("FOUNDRY_NODE_SITE", raising=False)
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    recipe_id = create(foundry, data)
+    before = ok(foundry.execute("data/count", {"collection": A}))["count"]
+    refused = foundry.execute("forge/run", {"recipeId": recipe_id,
+                                            "hardwareNode": "m5-pro@local"})
+    assert not refused["success"] and refused["errors"][0]["field"] == "hardwareNode", refused
+    assert f"cpu@{slug(socket.gethostname())}" in refused["error"]
+    assert "m5-pro" in refused["error"]
+    other_site = foundry.execute("forge/run", {"recipeId": recipe_id,
+                                               "hardwareNode": "cpu@somewhere-else"})
+    assert not other_site["success"] and "site" in other_site["error"], other_site
+    # Nothing recorded, and no artifact claims hardware it never touched.
+    assert ok(foundry.execute("data/count", {"collection": A}))["count"] == before
+    # What this node is runs: its class at the local site, its own site, or any.
+    for node in ("cpu@local", f"cpu@{slug(socket.gethostname())}", "any", "cpu@any"):
+        run = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": node}))
+        assert run["status"] == "completed", (node, run)
+    # A node configured as that class (FOUNDRY_NODE_CLASS) takes it.
+    monkeypatch.setenv("FOUNDRY_NODE_CLASS", "m5-pro")
+    run = ok(foundry.execute("forge/run", {"recipeId": recipe_id,
+                                           "hardwareNode": "m5-pro@local"}))
+    assert run["status"] == "completed"

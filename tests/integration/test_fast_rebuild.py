@@ -5,10 +5,12 @@ changes nothing when it fails half-way."""
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from uuid import UUID
 
 import pytest
@@ -80,7 +82,11 @@ def forge_two_runs(foundry: Any, recipe_data: dict[str, Any]) -> None:
     data = copy.deepcopy(recipe_data)
     data["source"]["baseModel"] = "fake://tiny"
     rid = create(foundry, {**data, "name": "forged"})
-    must(foundry.execute("forge/run", {"recipeId": rid, "hardwareNode": "rtx-5090@lab-2"}))
+    # In-process runs execute here: for this run the process is configured as that node.
+    with mock.patch.dict(os.environ, {"FOUNDRY_NODE_CLASS": "rtx-5090",
+                                      "FOUNDRY_NODE_SITE": "lab-2"}):
+        must(foundry.execute("forge/run", {"recipeId": rid,
+                                           "hardwareNode": "rtx-5090@lab-2"}))
     foundry.use_registry(build_fake_registry(fail_on="quant"))
     must(foundry.execute("forge/run", {"recipeId": rid}))
 
