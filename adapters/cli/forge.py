@@ -29,6 +29,16 @@ def add_forge_commands(sub: Any) -> None:
 
     for name, help_text, handler in (
         ("status", "state of a run, its stages and whether its owner is alive", _status),
+    rh = fs.add_parser("rehearse", help="forge a recipe on a scale model of its base here; "
+                       "project its cost at full size (never publishable)")
+    rh.add_argument("recipe", help="recipe id, a recipe JSON file, or an .alloy.json to import")
+    rh.add_argument("--node", default="any",
+                    help="the node class the full-size run would get, <class>@<site>: the "
+                    "projection compares each stage's peak memory with its VRAM")
+    rh.add_argument("--detach", action="store_true", help="return at once")
+    rh.add_argument("--json", action="store_true", help="print the result envelope as JSON")
+    rh.set_defaults(run=_rehearse)
+
         ("cancel", "cancel a run that has not finished", _cancel),
         ("resume", "continue an interrupted run (skips verified completed stages)", _resume),
     ):
@@ -99,6 +109,56 @@ def _run(foundry: Any, args: argparse.Namespace) -> int:
 def _print_summary(r: dict[str, Any]) -> None:
     print(f"run {r['runId']}: {r['status']}")
     print(f"artifact {r['artifactId']}" + (f"  alloyHash {r['alloyHash']}" if r["alloyHash"]
+def _rehearse(foundry: Any, args: argparse.Namespace) -> int:
+    if args.recipe.endswith(".alloy.json") and Path(args.recipe).is_file():
+        imported = foundry.execute("alloy/import", {"paths": [args.recipe]})
+        if not imported["success"]:
+            return _emit(imported)
+        recipe_id: str | None = str(imported["imported"][0]["recipeId"])
+        print(f"recipe {recipe_id} (imported from {args.recipe})", file=sys.stderr)
+    else:
+        recipe_id = _recipe_id(foundry, args.recipe)
+    if recipe_id is None:
+        return 1
+    result = foundry.execute("forge/run", {
+        "recipeId": recipe_id, "hardwareNode": args.node, "rehearsal": True,
+        "wait": not args.detach}, progress=make_listener(sys.stderr))
+    if args.json or not result.get("success"):
+        return _emit(result)
+    _print_summary(result)
+    _print_rehearsal(result["rehearsal"])
+    return 0 if result["status"] in ("completed", "requested", "running") else 1
+
+
+def _print_rehearsal(r: dict[str, Any]) -> None:
+    scale = r["scaleModel"]
+    tok = scale["tokenizer"]
+    print(f"REHEARSAL (never publishable) on a scale model of {r['of']['baseModel']}: "
+          f"{scale['layers']['scale']} of {scale['layers']['base']} layers, hidden "
+          f"{scale['widths']['hidden']}, tokenizer {tok['name']}"
+          + ("" if tok["real"] else " (stand-in)") + f"; config from {scale['baseConfigFrom']}")
+    for p in r["passedOver"]:
+        print(f"  passed over: stages[{p['index']}] {p['type']}: {p['reason']}")
+    for c in r["stepCaps"]:
+        where = f"stages[{c['index']}] {c['type']}." if "index" in c else ""
+        print(f"  capped: {where}{c['field']} {c['from']} -> {c['to']}")
+    for s in r["standIns"]:
+        print(f"  stand-in: {s['kind']} {s['replaced']} -> {s['by']} ({s['why']})")
+    proj = r["projection"]
+    print(f"projection: {proj['parameters']['billions']}B parameters; disk "
+          + ", ".join(f"{t} {d['gb']} GB" for t, d in proj["diskGb"].items()))
+    mem = proj["memory"]
+    print(f"  peak memory per stage (minVramGb {mem['minVramGb']}, recommendedVramGb "
+          f"{mem['recommendedVramGb']}, node {mem['node']['hardwareNode']}: "
+          f"{mem['node']['vramGb']} GB):")
+    for row in mem["stages"]:
+        fits = ", ".join(f"{k}={v}" for k, v in row.items() if k.startswith("fits"))
+        print(f"    stages[{row['index']}] {row['type']}: {row['peakGb']} GB"
+              + (f" ({fits})" if fits else ""))
+    for warning in proj["warnings"]:
+        print(f"  warning: {warning}")
+
+
                                            else ""))
     if r.get("gate"):
         print(f"gate: {'passed' if r['gate']['passed'] else 'FAILED'}: "
