@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def build_inputs(work: Path = WORK) -> tuple[Path, Path]:
     if not (model / "config.json").exists():
         subprocess.run([py, str(ROOT / "scripts/make_tiny_model.py"), "--out", str(model)],
                        check=True)
+    # Runs read local paths only under read roots (docs/security.md): the demo's own inputs.
+    roots = os.environ.get("FOUNDRY_MODEL_ROOTS", "")
+    if str(work) not in roots.split(os.pathsep):
+        os.environ["FOUNDRY_MODEL_ROOTS"] = os.pathsep.join(p for p in (roots, str(work)) if p)
     return corpus, model
 
 

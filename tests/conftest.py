@@ -26,6 +26,15 @@ EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
 
 
 @pytest.fixture(autouse=True)
+def _read_roots(tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build tiny models and corpora under pytest's temp dir and name them in recipes:
+    that dir is a read root (executors/read_roots.py), as an operator lists theirs in
+    FOUNDRY_MODEL_ROOTS. Workers started by a test inherit it."""
+    monkeypatch.setenv("FOUNDRY_MODEL_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import structlog
 
+from foundry.adapters.store.model_files import is_model_file
 from foundry.domain.errors import FoundryError
 from foundry.domain.hashing import content_hash
 
@@ -269,6 +270,8 @@ class BlobStore:
     def put_dir(self, directory: Path, role: str) -> list[FileRecord]:
         records = []
         for rel, path in _regular_files(Path(directory), contained=True):
+            if role == "source" and not is_model_file(rel):
+                continue  # a source dir's dotfiles, READMEs, .git/: not the model (#17)
             ref = self.put_file(path)
             records.append(FileRecord(path=rel, sha256=ref.sha256, size=ref.size, role=role))
         return records

@@ -25,6 +25,7 @@ from urllib.request import url2pathname
 
 from foundry.executors.corpus import corpus_hash
 from foundry.executors.errors import CorpusHashMismatchError, ExecutorError
+from foundry.executors.read_roots import check_corpus
 
 Split = Literal["calibration", "heldout"]
 CALIBRATION_FRACTION = 0.9
@@ -66,7 +67,7 @@ def _from_hf_dataset(url: str, match: re.Match[str]) -> Path:
     path = root / sub
     if not path.exists():
         raise CorpusNotFoundError(url, [f"huggingface_hub cache snapshot {path}"])
-    return path
+    return check_corpus(path, "calibrationCorpus.sourceUrl")
 
 
 def resolve_source_url(url: str) -> Path:
@@ -85,7 +86,8 @@ def resolve_source_url(url: str) -> Path:
         path = _local_path(url)
     if not path.exists():
         raise CorpusNotFoundError(url, [f"local path {path}"])
-    return path
+    # Under the read roots, regular files, size caps: checked before a byte is hashed (#17).
+    return check_corpus(path, "calibrationCorpus.sourceUrl")
 
 
 def resolve_corpus(recipe: Mapping[str, Any], *, override: Path | None = None) -> Path:

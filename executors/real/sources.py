@@ -27,6 +27,7 @@ from typing import Any
 
 from foundry.executors.corpus import file_sha256
 from foundry.executors.errors import SourceNotFoundError
+from foundry.executors.read_roots import confine
 from foundry.executors.real.common import configure_torch, quiet_transformers
 from foundry.executors.real.data import env_flag
 
@@ -99,6 +100,8 @@ def gguf_to_hf(gguf_file: Path) -> Path:
 def _local(base_model: str, looked_in: list[str]) -> Path | None:
     path = Path(base_model).expanduser()
     path = path if path.is_absolute() else Path.cwd() / path
+    if path.exists():  # a local path is read only under the read roots (#17 item 10)
+        confine(path, "source.baseModel")
     if _is_model_dir(path):
         return path.resolve()
     if path.is_dir():
