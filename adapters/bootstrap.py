@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eventsourcing.persistence import InfrastructureFactory
 
-from foundry.adapters.commands import artifacts, audit_events, data, forge, lineage
+from foundry.adapters.commands import (
+    artifacts,
+    audit_events,
+    audit_inflight,
+    data,
+    forge,
+    lineage,
+)
 from foundry.adapters.commands.ports import Call, ProgressListener, ignore_progress, isolated
 from foundry.adapters.commands.registry import CommandRegistry
 from foundry.adapters.settings import ENV_EXECUTORS, ENV_STATE_DIR, Settings
@@ -50,7 +57,8 @@ T = TypeVar("T")
 def build_commands() -> CommandRegistry:
     """Every command, from the handler modules' tables: one place lists them all."""
     return CommandRegistry([*data.COMMANDS, *forge.COMMANDS, *lineage.COMMANDS,
-                            *artifacts.COMMANDS, *audit_events.COMMANDS])
+                            *artifacts.COMMANDS, *audit_events.COMMANDS,
+                            *audit_inflight.COMMANDS])
 
 
 class Lazy(Generic[T]):

@@ -252,6 +252,10 @@ class AuditEvents(Frozen):
     """audit/events: read back every stored event of both logs; list each damaged one."""
 
 
+class AuditInFlight(Frozen):
+    """audit/in-flight: runs not completed, imported alloys without recipe or runs."""
+
+
 class ReplayQuery(Frozen):
     """audit/replay: rebuild a run's artifact from its events and compare."""
 

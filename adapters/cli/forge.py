@@ -27,8 +27,6 @@ def add_forge_commands(sub: Any) -> None:
     r.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     r.set_defaults(run=_run)
 
-    for name, help_text, handler in (
-        ("status", "state of a run, its stages and whether its owner is alive", _status),
     rh = fs.add_parser("rehearse", help="forge a recipe on a scale model of its base here; "
                        "project its cost at full size (never publishable)")
     rh.add_argument("recipe", help="recipe id, a recipe JSON file, or an .alloy.json to import")
@@ -39,6 +37,8 @@ def add_forge_commands(sub: Any) -> None:
     rh.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     rh.set_defaults(run=_rehearse)
 
+    for name, help_text, handler in (
+        ("status", "state of a run, its stages and whether its owner is alive", _status),
         ("cancel", "cancel a run that has not finished", _cancel),
         ("resume", "continue an interrupted run (skips verified completed stages)", _resume),
     ):
@@ -67,6 +67,10 @@ def add_forge_commands(sub: Any) -> None:
     rep.set_defaults(run=_replay)
     evs = asub.add_parser("events", help="read back every stored event; list damaged ones")
     evs.set_defaults(run=_audit_events)
+    inf = asub.add_parser("in-flight", help="runs not completed; imported alloys without "
+                          "recipe or runs (Markdown)")
+    inf.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    inf.set_defaults(run=_audit_in_flight)
 
 
 def _emit(result: dict[str, Any]) -> int:
@@ -106,9 +110,6 @@ def _run(foundry: Any, args: argparse.Namespace) -> int:
     return 0 if result["status"] in ("completed", "requested", "running") else 1
 
 
-def _print_summary(r: dict[str, Any]) -> None:
-    print(f"run {r['runId']}: {r['status']}")
-    print(f"artifact {r['artifactId']}" + (f"  alloyHash {r['alloyHash']}" if r["alloyHash"]
 def _rehearse(foundry: Any, args: argparse.Namespace) -> int:
     if args.recipe.endswith(".alloy.json") and Path(args.recipe).is_file():
         imported = foundry.execute("alloy/import", {"paths": [args.recipe]})
@@ -159,6 +160,9 @@ def _print_rehearsal(r: dict[str, Any]) -> None:
         print(f"  warning: {warning}")
 
 
+def _print_summary(r: dict[str, Any]) -> None:
+    print(f"run {r['runId']}: {r['status']}")
+    print(f"artifact {r['artifactId']}" + (f"  alloyHash {r['alloyHash']}" if r["alloyHash"]
                                            else ""))
     if r.get("gate"):
         print(f"gate: {'passed' if r['gate']['passed'] else 'FAILED'}: "
@@ -207,6 +211,18 @@ def _audit_events(foundry: Any, _args: argparse.Namespace) -> int:
     result = foundry.execute("audit/events", {})
     code = _emit(result)
     return code if not result.get("success") else (0 if result["ok"] else 1)
+
+
+def _audit_in_flight(foundry: Any, args: argparse.Namespace) -> int:
+    """Exit 0 when there is nothing to settle, 1 when there is (or the command failed)."""
+    from foundry.adapters.commands.audit_inflight import render_markdown
+
+    result = foundry.execute("audit/in-flight", {})
+    if args.json or not result.get("success"):
+        code = _emit(result)
+        return code if not result.get("success") else (0 if result["clear"] else 1)
+    sys.stdout.write(render_markdown(result))
+    return 0 if result["clear"] else 1
 
 
 def _replay(foundry: Any, args: argparse.Namespace) -> int:
