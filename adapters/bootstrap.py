@@ -165,6 +165,9 @@ class Foundry:
         from foundry.adapters.store.blobs import BlobStore
 
         state = state_dir or settings.state_dir or config.default_state_dir()
+        from foundry.executors.read_roots import grant_root
+
+        grant_root(state)  # runs may read what Foundry itself put there (rehearsal twins)
         self.services = Services(
             config=config, settings=settings, recipes=recipes, runs=runs,
             recipe_view=recipe_view, artifact_view=artifact_view,

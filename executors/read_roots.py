@@ -7,7 +7,8 @@ resolved (symlinks followed), it lies under one of:
 
 - the Hugging Face hub cache (`huggingface_hub.constants.HF_HUB_CACHE`),
 - Foundry's model cache (`FOUNDRY_MODEL_CACHE`, default ~/.cache/foundry/models),
-- the state directory (`FOUNDRY_STATE_DIR`, where it is set),
+- the state directory (`FOUNDRY_STATE_DIR`, and the one bootstrap opened the store with:
+  rehearsal twins and stand-in corpora live there),
 - each directory the operator lists in `FOUNDRY_MODEL_ROOTS` (os.pathsep-separated).
 
 A corpus must also be regular files only (no FIFO, device or socket; a directory's symlinks
@@ -48,6 +49,16 @@ class ReadRefusedError(ExecutorError, PermissionError):
         return (type(self), (self.field, self.path, self.rule))
 
 
+# Roots the composition root grants for this process: the store's state directory, which is
+# not always FOUNDRY_STATE_DIR (by default it sits next to the store).
+_GRANTED: set[Path] = set()
+
+
+def grant_root(root: Path) -> None:
+    """Let runs in this process read under `root` (bootstrap grants the state directory)."""
+    _GRANTED.add(Path(root).expanduser())
+
+
 def read_roots() -> list[Path]:
     """The directories a recipe's local paths may lie under (see the module docstring)."""
     from huggingface_hub import constants
@@ -60,6 +71,7 @@ def read_roots() -> list[Path]:
         roots.append(Path(os.environ["FOUNDRY_STATE_DIR"]).expanduser())
     roots += [Path(p).expanduser() for p in
               os.environ.get(ENV_MODEL_ROOTS, "").split(os.pathsep) if p.strip()]
+    roots += sorted(_GRANTED)
     return [Path(os.path.realpath(r)) for r in roots]
 
 

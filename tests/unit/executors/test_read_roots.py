@@ -123,3 +123,21 @@ def test_only_the_models_files_are_stored_from_a_source_dir(tmp_path: Path) -> N
     # A stage's own output directory is stored whole, as before.
     outputs = BlobStore(tmp_path / "blobs").put_dir(model, role="model")
     assert "notes.md" in {r.path for r in outputs}
+
+
+def test_the_state_dir_a_foundry_opens_is_a_read_root(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rehearsal twins and stand-in corpora live in the state dir, which by default is not
+    FOUNDRY_STATE_DIR but next to the store: opening the store grants it."""
+    from foundry.adapters.bootstrap import Foundry
+
+    monkeypatch.setenv("FOUNDRY_MODEL_ROOTS", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("FOUNDRY_STATE_DIR", raising=False)
+    state = tmp_path / "state-next-to-store"
+    corpus = state / "rehearsal" / "stand-in.txt"
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text("text")
+    with pytest.raises(ReadRefusedError):
+        resolve_source_url(str(corpus))
+    with Foundry.open(f"sqlite:///{tmp_path}/f.db", state_dir=state):
+        assert resolve_source_url(str(corpus)) == corpus.resolve()
