@@ -15,8 +15,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-
-from foundry.adapters.fleet.placement import NodeTarget
+from pathlib import Path
 
 ENV_NODE_CLASS = "FOUNDRY_NODE_CLASS"
 ENV_NODE_SITE = "FOUNDRY_NODE_SITE"
@@ -40,25 +39,28 @@ class LocalNode:
 
     def mismatch(self, hardware_node: str) -> str | None:
         """Why a run asking for `hardware_node` cannot execute on this node; None if it can."""
-        target = NodeTarget.parse(hardware_node)
-        if target.node_class is not None and target.node_class != self.node_class:
-            return f"class {target.node_class} is not this node's class {self.node_class}"
-        if target.site not in (None, LOCAL_SITE, self.site):
-            return f"site {target.site} is not this node's site {self.site}"
+        # The grammar is fleet/placement.NodeTarget's (forge/run's params model checks it);
+        # parsed here again so that runs/ does not import the fleet (the fleet imports it).
+        if hardware_node == "any":
+            return None
+        node_class, _, site = hardware_node.partition("@")
+        if node_class != self.node_class:
+            return f"class {node_class} is not this node's class {self.node_class}"
+        if site not in ("any", LOCAL_SITE, self.site):
+            return f"site {site} is not this node's site {self.site}"
         return None
 
 
 def detected_class(device: str) -> str:
-    """`cpu`, or the CUDA device's name (`nvidia-h100-80gb-hbm3`) when running on a GPU."""
+    """`cpu`, or the GPU's model name (`nvidia-h100-80gb-hbm3`) when the executors run on
+    one, read from the NVIDIA driver's /proc entry (torch stays inside the executors)."""
     if device == "cpu":
         return "cpu"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return slug(torch.cuda.get_device_name(0))
-    except ImportError:  # pragma: no cover - torch is a dependency of the real executors
-        pass
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        for line in info.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model" and value.strip():
+                return slug(value.strip())
     return slug(device)
 
 
