@@ -277,6 +277,9 @@ class VerifyArtifact(Frozen):
     model_dir: str | None = Field(default=None, max_length=4096)
     readme: str | None = Field(default=None, max_length=4096)
     trust: list[str] = Field(default_factory=list, max_length=100)
+    # Without it an unsigned artifact says `signature: none` and `weights: not recorded`
+    # and still verifies; with it, those absences are failures.
+    require_signature: bool = False
 
 
 class ImportAlloys(Frozen):

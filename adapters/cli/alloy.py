@@ -39,6 +39,8 @@ def add_alloy_commands(sub: Any) -> None:
     v.add_argument("--readme", help="README.md to check (default: next to the file)")
     v.add_argument("--trust", action="append", default=[], metavar="KEY_ID",
                    help="accept only signatures by these key ids")
+    v.add_argument("--require-signature", action="store_true",
+                   help="fail on `signature: none` and `weights: not recorded`")
     v.set_defaults(run=_verify)
 
     e = sub.add_parser("export-alloy", help="write a recipe or artifact as .alloy.json")
@@ -94,12 +96,14 @@ def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
 def _verify(foundry: Any, args: argparse.Namespace) -> int:
     result = foundry.execute("artifact/verify", {
         "subject": args.subject, "modelDir": args.model_dir, "readme": args.readme,
-        "trust": args.trust})
+        "trust": args.trust, "requireSignature": args.require_signature})
     if not result.get("success"):
         return _emit(result)
     for link in result["links"]:
-        status = "ok" if link["ok"] else (
-            "UNSIGNED" if str(link["detail"]).startswith("unsigned") else "BROKEN")
+        status = link["status"]
+        if status in ("none", "not recorded"):  # an absence: nothing to compare, say so
+            print(f"{link['name'] + ':':<10} {status}  ({link['detail']})")
+            continue
         print(f"{link['name']:<10} {status:<7} expected {link['expected']}  found "
               f"{link['found']}" + (f"  ({link['detail']})" if link["detail"] else ""))
     return 0 if result["ok"] else 1

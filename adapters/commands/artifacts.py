@@ -63,10 +63,12 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
     if model_dir is not None and not model_dir.is_dir():
         raise InvalidInputError("modelDir", f"{model_dir} is not a directory")
     links = verify(artifact, model_dir=model_dir, readme=readme,
-                   trusted_key_ids=set(cmd.trust) or None, blobs=blobs)
+                   trusted_key_ids=set(cmd.trust) or None, blobs=blobs,
+                   require_signature=cmd.require_signature)
     return {"ok": all(link.ok for link in links),
-            "links": [{"name": link.name, "ok": link.ok, "expected": link.expected,
-                       "found": link.found, "detail": link.detail} for link in links]}
+            "links": [{"name": link.name, "ok": link.ok, "status": link.status,
+                       "expected": link.expected, "found": link.found, "detail": link.detail}
+                      for link in links]}
 
 
 def recorded_card(path: Path, artifact: dict[str, Any]) -> Path | None:

@@ -65,6 +65,19 @@ class Link:
     expected: str | None
     found: str | None
     detail: str
+    # What the line says: ok, BROKEN, UNSIGNED (a hash no valid signature covers), or the two
+    # absences that are not failures unless a signature is required: `none` (no signature at
+    # all) and `not recorded` (nothing to compare against). Empty: derived from `ok`.
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "ok" if self.ok else "BROKEN")
+
+
+NO_SIGNATURE = "none"
+NOT_RECORDED = "not recorded"
+UNSIGNED = "UNSIGNED"
 
 
 SELF_ATTESTED = "self-attested"  # the one trust level a signature here can establish
@@ -388,7 +401,9 @@ def _receipt_signed(artifact: Mapping[str, Any]) -> bool:
 
 def _card_link(artifact: Mapping[str, Any], readme: Path, signature_ok: bool) -> Link:
     """The card link says what it proves: a README matching an unsigned cardHash proves
-    nothing (whoever edits the README can set the hash beside it), so it is `unsigned`."""
+    nothing (whoever edits the README can set the hash beside it), so it is `unsigned`
+    and never ok, signature required or not: an unsigned file's README and receipt can be
+    rewritten together."""
     receipt = artifact.get("receipt") or {}
     expected = receipt.get("cardHash") if isinstance(receipt, Mapping) else None
     if not readme.is_file():  # never hash /dev/zero or a FIFO named as the README
@@ -401,7 +416,7 @@ def _card_link(artifact: Mapping[str, Any], readme: Path, signature_ok: bool) ->
                     "the README's hash matches the cardHash signed by the artifact's key")
     return Link("card", False, expected, found,
                 "unsigned: the README matches the receipt's cardHash, but no valid signature "
-                "covers that hash, so the match proves nothing")
+                "covers that hash, so the match proves nothing", UNSIGNED)
 
 
 def _check_signature(
@@ -454,20 +469,39 @@ def _link(name: str, expected: str | None, found: str | None, what: str) -> Link
     return Link(name, ok, expected, found, f"{what} {'matches' if ok else 'does not match'}")
 
 
+def _is_signed(artifact: Mapping[str, Any]) -> bool:
+    integrity = artifact.get("integrity")
+    return isinstance(integrity, Mapping) and bool(integrity.get("signature"))
+
+
 def verify(
     artifact: Mapping[str, Any], *, model_dir: Path | None = None, readme: Path | None = None,
     trusted_key_ids: set[str] | None = None, blobs: BlobStore | None = None,
+    require_signature: bool = False,
 ) -> list[Link]:
     """Check each link: alloyHash, weights and files (with model_dir), card (with readme),
     blobs (with the store holding the run), signature. A card whose cardHash no valid
-    signature covers is reported `unsigned`, never ok."""
+    signature covers is reported `unsigned`, never ok.
+
+    Absence is not tampering: an artifact with no signature at all reports `signature: none`
+    and `weights: not recorded` (only a signature records the weights hash), which fail only
+    with `require_signature` (or a trusted key set, which asks for a signature by name). A
+    signature that is present and wrong is always BROKEN."""
     integrity = artifact.get("integrity") or {}
+    signed = _is_signed(artifact)
+    absent_ok = not signed and not require_signature and trusted_key_ids is None
     links = [_link("alloyHash", artifact.get("alloyHash"), alloy_hash(dict(artifact)),
                    "the recomputed content hash")]
     if model_dir is not None:
-        links.append(_link("weights", integrity.get("modelHash"),
-                           weights_hash(artifact, Path(model_dir)),
-                           "the weights hash of the model directory"))
+        recorded = integrity.get("modelHash") if isinstance(integrity, Mapping) else None
+        found_weights = weights_hash(artifact, Path(model_dir))
+        if recorded is None and not signed:
+            links.append(Link("weights", absent_ok, None, found_weights,
+                              "no weights hash recorded (only a signature records one)",
+                              NOT_RECORDED if absent_ok else "BROKEN"))
+        else:
+            links.append(_link("weights", recorded, found_weights,
+                               "the weights hash of the model directory"))
         if published_records(artifact):  # a provenance without file records has no list
             links.append(check_published_files(artifact, Path(model_dir)))
     ok, expected, found, detail = _check_signature(artifact, trusted_key_ids)
@@ -475,7 +509,13 @@ def verify(
         links.append(_card_link(artifact, Path(readme), ok))
     if blobs is not None:
         links.append(check_blobs(artifact, blobs))
-    links.append(Link("signature", ok, expected, found, detail))
+    if signed:
+        links.append(Link("signature", ok, expected, found, detail))
+    else:
+        links.append(Link("signature", absent_ok, None, None,
+                          "artifact is not signed" + ("" if absent_ok else
+                                                      " and a signature is required"),
+                          NO_SIGNATURE if absent_ok else "BROKEN"))
     claimed = integrity.get("trustLevel") if isinstance(integrity, Mapping) else None
     if integrity and claimed != SELF_ATTESTED:
         # The format's signed payload has no trustLevel, and a signature can only ever show

@@ -129,11 +129,15 @@ def test_foundry_exec_reaches_card_verify_export_and_import(db, tmp_path, forge_
     imported = exec_ok(other_db, "alloy/import", {"paths": [str(out)]})
     assert imported["count"] == 1 and imported["imported"][0]["runId"]
     # The verbs print what they printed before, from the same commands.
-    # (Unsigned here: no key in FOUNDRY_KEYS_DIR, so the signature link is not ok.)
+    # (Unsigned here: no key in FOUNDRY_KEYS_DIR, so `signature: none`, which fails only
+    # with --require-signature.)
     proc = run_cli("verify", run["runId"], db=db)
     assert proc.stdout.startswith("alloyHash  ok"), proc.stdout
-    assert re.search(r"^signature\s+(BROKEN|UNSIGNED)", proc.stdout, re.MULTILINE), proc.stdout
-    assert proc.returncode == 1 and verified["ok"] is False
+    assert re.search(r"^signature:\s+none", proc.stdout, re.MULTILINE), proc.stdout
+    assert proc.returncode == 0 and verified["ok"] is True
+    required = run_cli("verify", run["runId"], "--require-signature", db=db)
+    assert re.search(r"^signature\s+BROKEN", required.stdout, re.MULTILINE), required.stdout
+    assert required.returncode == 1
 
 
 # --- who asked ------------------------------------------------------------------------------

@@ -249,10 +249,31 @@ def test_editing_a_signed_integrity_field_breaks_the_signature(signed, field):
     assert broken(verify(artifact)) == {"signature"}
 
 
-def test_an_unsigned_artifact_has_a_broken_signature_link():
-    links = verify(sample_artifact())
-    assert broken(links) == {"signature"}
+def test_an_unsigned_artifact_says_signature_none_and_weights_not_recorded(model_dir):
+    links = verify(sample_artifact(), model_dir=model_dir)
+    assert broken(links) == set(), links
+    status = {link.name: link.status for link in links}
+    assert status == {"alloyHash": "ok", "weights": "not recorded", "signature": "none"}
     assert links[-1].detail == "artifact is not signed"
+
+
+def test_require_signature_makes_the_absences_failures(model_dir):
+    links = verify(sample_artifact(), model_dir=model_dir, require_signature=True)
+    assert broken(links) == {"weights", "signature"}
+    assert {link.status for link in links if not link.ok} == {"BROKEN"}
+    assert "required" in links[-1].detail
+
+
+def test_a_trusted_key_set_asks_for_a_signature(key_a):
+    links = verify(sample_artifact(), trusted_key_ids={key_a[1].key_id})
+    assert broken(links) == {"signature"}
+
+
+def test_a_signature_present_but_wrong_is_broken_even_when_not_required(signed):
+    artifact, _ = signed
+    artifact["integrity"]["nonce"] = "changed"
+    links = verify(artifact)
+    assert broken(links) == {"signature"} and links[-1].status == "BROKEN"
 
 
 def test_the_model_hash_comes_from_the_last_stage_output_when_no_model_dir_is_given(key_a):
