@@ -118,6 +118,8 @@ class Orchestrator:
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
                 self._seal(run_id)
+            else:
+                self._sign_sealed(run_id)
             self.runs.record(run_id, lambda r: r.complete(at=utc_now()))
         except RunEndedError:
             # Cancelled (or failed) by another process while this one was between a step and
@@ -261,33 +263,43 @@ class Orchestrator:
         self.runs.record(run_id, lambda r: r.evaluate_gate(passed=passed, reasons=reasons,
                                                            at=utc_now()))
 
+        sign = self._signer()
+
         def seal(r: ForgeRun) -> str:
             at = utc_now()
             preview = run_state.apply(r.state, "Sealed", {"alloy_hash": None, "at": at})
             digest = alloy_hash(build_artifact(preview))
             r.seal(alloy_hash=digest, at=at)
+            # Signed in the same save as Sealed (#17 item 3): a crash between the two used to
+            # leave the run sealed and unsigned for good. Either both are stored or neither.
+            sign(r)
             return digest
 
         self.runs.record(run_id, seal)
-        self._sign(run_id)
 
-    def _sign(self, run_id: UUID) -> None:
-        """Sign the sealed artifact when a key is configured (`foundry keys create`)."""
+    def _signer(self) -> Callable[[ForgeRun], None]:
+        """Signs a sealed run's artifact when a key is configured (`foundry keys create`);
+        does nothing without one, or when the run is signed already."""
         from foundry.adapters.publishing.attestation import load_key, sign_artifact
 
         key = load_key()
-        if key is None:
-            return
-        private_key, info = key
 
         def sign(r: ForgeRun) -> None:
+            if key is None or r.state.get("integrity"):
+                return
+            private_key, info = key
             at = utc_now()
             integrity = sign_artifact(build_artifact(r.state), model_dir=None,
                                       private_key=private_key, key_info=info, attested_at=at)
             r.sign(integrity=integrity, at=at)
+            log.info("artifact_signed", key_id=info.key_id)
 
-        self.runs.record(run_id, sign)
-        log.info("artifact_signed", key_id=info.key_id)
+        return sign
+
+    def _sign_sealed(self, run_id: UUID) -> None:
+        """A run sealed before signing joined the seal step (or before a key existed) is
+        signed when it is resumed, before it completes."""
+        self.runs.record(run_id, self._signer())
 
     def _fail_run(self, run_id: UUID, error: Exception) -> None:
         self.runs.record(run_id, lambda r: None if r.ended else r.fail(
