@@ -210,6 +210,10 @@ class RunRecipe(Frozen):
     # stand-in corpora, refused stages passed over; the artifact can never be published.
     rehearsal: bool = False
 
+    # May a stage take a completed stage's verified outputs by fingerprint (issue #14)?
+    # false (`forge run --no-reuse`) computes every stage again.
+    reuse: bool = True
+
 
 class RunRef(Frozen):
     run_id: str

@@ -40,22 +40,24 @@ class ForgeRun(Aggregate):
         requested_by: str
         command_id: str | None
         at: str
+        reuse: bool  # may a stage take a completed stage's outputs by fingerprint (#14)
 
     @event(Requested)
     def __init__(
         self, recipe_id: str, recipe_version: str, recipe_revision: int, recipe_hash: str,
         recipe: dict[str, Any], hardware_node: str, publish_target: str | None,
-        requested_by: str, command_id: str | None, at: str,
+        requested_by: str, command_id: str | None, at: str, reuse: bool = True,
     ) -> None:
         self.state = run_state.initial({
             "run_id": str(self.id), "recipe_id": recipe_id, "recipe_version": recipe_version,
             "recipe_revision": recipe_revision, "recipe_hash": recipe_hash, "recipe": recipe,
             "hardware_node": hardware_node, "publish_target": publish_target,
-            "requested_by": requested_by, "command_id": command_id, "at": at,
+            "requested_by": requested_by, "command_id": command_id, "at": at, "reuse": reuse,
         })
 
     @classmethod
     def request(cls, *, id: UUID, **fields: Any) -> ForgeRun:
+        fields.setdefault("reuse", True)  # the event needs every field; callers may omit it
         return cls._create(cls.Requested, id=id, **fields)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ForgeRun:
@@ -142,7 +144,7 @@ class ForgeRun(Aggregate):
                     files=files, at=at)
 
     def start_stage(self, *, cycle: int, index: int, stage_type: str, config: dict[str, Any],
-                    input_hash: str, at: str) -> None:
+                    input_hash: str, at: str, fingerprint: str | None = None) -> None:
         self._running("start a stage")
         record = self.stage(cycle, index)
         attempt = run_state.current_attempt(self.state)
@@ -153,7 +155,25 @@ class ForgeRun(Aggregate):
             if record["status"] == "running" and record["attempt"] == attempt:
                 raise RunStateError(str(self.id), f"stage {cycle}:{index} is already running")
         self._apply("StageStarted", cycle=cycle, index=index, stage_type=stage_type,
-                    config=config, input_hash=input_hash, attempt=attempt, at=at)
+                    config=config, input_hash=input_hash, attempt=attempt, at=at,
+                    fingerprint=fingerprint)
+
+    def reuse_stage(self, *, cycle: int, index: int, stage_type: str, config: dict[str, Any],
+                    input_hash: str, fingerprint: str, reused_from: dict[str, Any],
+                    output_hash: str, files: list[dict[str, Any]], metrics: dict[str, Any],
+                    notes: list[str], at: str) -> None:
+        """The stage completes with a completed stage's verified outputs (same fingerprint):
+        `reused_from` names that run, cycle, index and stage type."""
+        self._running("reuse a stage")
+        record = self.stage(cycle, index)
+        if record is not None and record["status"] == "completed":
+            raise StageAlreadyCompletedError(
+                str(self.id), f"stage {cycle}:{index} already completed")
+        self._apply("StageReused", cycle=cycle, index=index, stage_type=stage_type,
+                    config=config, input_hash=input_hash, fingerprint=fingerprint,
+                    reused_from=reused_from, output_hash=output_hash, files=files,
+                    metrics=metrics, notes=notes, attempt=run_state.current_attempt(self.state),
+                    at=at)
 
     def report_progress(self, *, cycle: int, index: int, fraction: float, message: str,
                         at: str) -> None:
@@ -220,6 +240,11 @@ class ForgeRun(Aggregate):
         if self.status != "completed":
             raise RunStateError(str(self.id), f"cannot {what}: the run is {self.status}; only a "
                                 "completed, sealed run publishes")
+        if (self.state.get("recipe") or {}).get("rehearsal"):
+            # Not even forced: its weights are a random scale model, not the recipe's model.
+            raise RunStateError(str(self.id), f"cannot {what}: this run is a scale-model "
+                                "rehearsal, and a rehearsal is never published (rule: "
+                                "rehearsal artifacts are unpublishable, forced or not)")
 
     def check_publishable(self, *, forced: bool, force_reason: str) -> None:
         """Raise unless the run completed and its gate passed, or it is forced with a reason.
@@ -240,11 +265,6 @@ class ForgeRun(Aggregate):
     def record_publish_failure(self, *, target: str, error_type: str, message: str,
                                request_id: str | None, status: int | None, at: str) -> None:
         self._publishable("record a publish failure")
-        if (self.state.get("recipe") or {}).get("rehearsal"):
-            # Not even forced: its weights are a random scale model, not the recipe's model.
-            raise RunStateError(str(self.id), f"cannot {what}: this run is a scale-model "
-                                "rehearsal, and a rehearsal is never published (rule: "
-                                "rehearsal artifacts are unpublishable, forced or not)")
         self._apply("PublishFailed", target=target, error_type=error_type, message=message,
                     request_id=request_id, status=status, at=at)
 
@@ -284,6 +304,23 @@ class ForgeRun(Aggregate):
         stage_type: str
         config: dict[str, Any]
         input_hash: str
+        attempt: int
+        at: str
+        fingerprint: str | None  # the stage cache key (#14); absent in older events
+
+    class StageReused(RunEvent):
+        TOPIC = "foundry.ForgeRun.StageReused"
+        cycle: int
+        index: int
+        stage_type: str
+        config: dict[str, Any]
+        input_hash: str
+        fingerprint: str
+        reused_from: dict[str, Any]  # runId, cycle, index, type of the stage that computed it
+        output_hash: str
+        files: list[dict[str, Any]]
+        metrics: dict[str, Any]
+        notes: list[str]
         attempt: int
         at: str
 
@@ -399,6 +436,6 @@ EVENT_TOPICS = tuple(
         ForgeRun.BenchmarksRecorded, ForgeRun.GateEvaluated, ForgeRun.Sealed,
         ForgeRun.Completed, ForgeRun.Failed, ForgeRun.Cancelled, ForgeRun.Signed,
         ForgeRun.Published, ForgeRun.PublishFailed, ForgeRun.Imported, ForgeRun.Queued,
-        ForgeRun.Dispatched,
+        ForgeRun.Dispatched, ForgeRun.StageReused,
     )
 )

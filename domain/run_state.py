@@ -31,6 +31,7 @@ def initial(fields: dict[str, Any]) -> State:
         "publishTarget": fields["publish_target"],
         "requestedBy": fields["requested_by"],
         "commandId": fields["command_id"],
+        "reuse": fields.get("reuse", True),
         "requestedAt": fields["at"],
         "status": "requested",
         "attempts": [],
@@ -98,6 +99,20 @@ def _stage_started(s: State, state: State, f: dict[str, Any]) -> None:
         "cycle": f["cycle"], "index": f["index"], "type": f["stage_type"],
         "config": f["config"], "inputHash": f["input_hash"], "attempt": f["attempt"],
         "status": "running", "startedAt": f["at"], "progress": None,
+        **({"fingerprint": f["fingerprint"]} if f.get("fingerprint") else {}),
+    }}
+
+
+def _stage_reused(s: State, state: State, f: dict[str, Any]) -> None:
+    """A completed stage whose outputs came from another run's stage of the same fingerprint:
+    the record reads like a completion (seconds 0 here) plus `reusedFrom`."""
+    s["stages"] = {**state["stages"], stage_key(f["cycle"], f["index"]): {
+        "cycle": f["cycle"], "index": f["index"], "type": f["stage_type"],
+        "config": f["config"], "inputHash": f["input_hash"], "attempt": f["attempt"],
+        "fingerprint": f["fingerprint"], "reusedFrom": f["reused_from"],
+        "status": "completed", "startedAt": f["at"], "progress": None,
+        "outputHash": f["output_hash"], "files": f["files"], "metrics": f["metrics"],
+        "notes": f["notes"], "seconds": 0.0, "completedAt": f["at"],
     }}
 
 
@@ -187,7 +202,7 @@ _FOLDS: dict[str, Fold] = {
     "GateEvaluated": _gate_evaluated, "Sealed": _sealed, "Completed": _completed,
     "Failed": _failed, "Signed": _signed, "Published": _published,
     "PublishFailed": _publish_failed, "Imported": _imported, "Queued": _queued,
-    "Dispatched": _dispatched, "Cancelled": _cancelled,
+    "Dispatched": _dispatched, "Cancelled": _cancelled, "StageReused": _stage_reused,
 }
 
 

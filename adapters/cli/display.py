@@ -31,6 +31,11 @@ def _plain_listener(stream: IO[str]) -> Listener:
             print(f"[foundry] {_label(e)}: started", file=stream, flush=True)
         elif e["kind"] == "stage_skipped":
             print(f"[foundry] {_label(e)}: already done, outputs verified", file=stream)
+        elif e["kind"] == "stage_reused":
+            origin = e["from"]
+            print(f"[foundry] {_label(e)}: reused from run {origin['runId']} cycle "
+                  f"{origin['cycle']} stage {origin['index']} (same fingerprint, outputs "
+                  "verified)", file=stream, flush=True)
         elif e["kind"] == "stage_completed":
             print(f"[foundry] cycle {e['cycle']} stage {e['index']}: completed in "
                   f"{e['seconds']:.1f} s", file=stream, flush=True)

@@ -25,6 +25,8 @@ def add_forge_commands(sub: Any) -> None:
     r.add_argument("--detach", action="store_true",
                    help="return at once (a background worker, or the Ray dispatcher)")
     r.add_argument("--json", action="store_true", help="print the result envelope as JSON")
+    r.add_argument("--no-reuse", action="store_true",
+                   help="compute every stage, even one whose fingerprint a completed stage has")
     r.set_defaults(run=_run)
 
     rh = fs.add_parser("rehearse", help="forge a recipe on a scale model of its base here; "
@@ -103,6 +105,7 @@ def _run(foundry: Any, args: argparse.Namespace) -> int:
     result = foundry.execute("forge/run", {
         "recipeId": recipe_id, "hardwareNode": args.node, "publishTarget": args.publish,
         "recipeVersion": args.version, "commandId": args.command_id, "wait": not args.detach,
+        "reuse": not args.no_reuse,
     }, progress=make_listener(sys.stderr))
     if args.json or not result.get("success"):
         return _emit(result)

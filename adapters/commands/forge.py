@@ -60,7 +60,7 @@ def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result
         recipe_revision=revision, recipe_hash=recipe_hash, recipe=recipe,
         hardware_node=cmd.hardware_node, publish_target=target,
         requested_by=cmd.requested_by or call.principal, command_id=cmd.command_id,
-        at=utc_now(),
+        at=utc_now(), reuse=cmd.reuse,
     )
     return _go(services, run.id, cmd.wait, call, repeated=False)
 

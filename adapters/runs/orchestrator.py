@@ -23,6 +23,14 @@ import structlog
 from foundry.adapters.clock import utc_now
 from foundry.adapters.runs.model_params import count_params
 from foundry.adapters.runs.progress import RunReporter
+from foundry.adapters.runs.stage_cache import (
+    FingerprintParts,
+    StageCache,
+    corpus_hash,
+    executor_code_version,
+    recipe_reads,
+    upstream_outputs,
+)
 from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
 from foundry.adapters.store.forge_runs import ForgeRuns
 from foundry.domain import run_state
@@ -43,6 +51,7 @@ TRANSFORM_STAGES = frozenset({
 })
 
 ProgressListener = Callable[[dict[str, Any]], None]
+STAGE_SEED = 0  # every stage's seed today; part of the stage cache's fingerprint
 
 
 def plan(recipe: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
@@ -95,6 +104,7 @@ class Orchestrator:
         self.node = node  # the cluster node this executes on (recorded with each attempt)
         self.state_dir, self.progress_interval = state_dir, progress_interval
         self.listener = listener or (lambda _event: None)
+        self.cache = StageCache(runs, blobs)  # completed stages anywhere in this store
 
     def heartbeat_path(self, run_id: UUID) -> Path:
         return self.state_dir / "heartbeats" / str(run_id)
@@ -151,10 +161,18 @@ class Orchestrator:
                     self.listener({"kind": "stage_skipped", "cycle": cycle, "index": index,
                                    "type": stage["type"]})
                     continue
-            if self.runs.get_run(run_id).ended:
+            current = self.runs.get_run(run_id)
+            if current.ended:
                 return False  # cancelled between stages
+            fingerprint = self._fingerprint(current, cycle, index, stage, current_hash)
+            if current.state.get("reuse", True):  # forge/run reuse: false (--no-reuse) skips
+                taken = self._take_cached(run_id, work, cycle, index, stage, current_hash,
+                                          fingerprint)
+                if taken is not None:
+                    current_dir, current_hash = taken
+                    continue
             step = self._run_stage(run_id, work, cycle, index, stage, current_dir, current_hash,
-                                   base_dir)
+                                   base_dir, fingerprint)
             if step is None:
                 return False
             current_dir, current_hash = step
@@ -192,12 +210,52 @@ class Orchestrator:
         self.blobs.materialize([r for r in records if r.role == "model"], dest)
         return dest
 
+    def _fingerprint(self, run: ForgeRun, cycle: int, index: int, stage: dict[str, Any],
+                     input_hash: str) -> str:
+        """The stage cache key: see adapters/runs/stage_cache.py for what it covers."""
+        return FingerprintParts(
+            input_hash=input_hash, config=stage,
+            corpus_hash=corpus_hash(run.state["recipe"]),
+            executor_code=executor_code_version(self.registry.get(stage["type"])),
+            libraries=software_versions(), seed=STAGE_SEED,
+            device_class=self.registry.device,
+            base_hash=(run.state["source"] or {}).get("sourceHash"),
+            upstream_outputs=tuple(upstream_outputs(run.state, cycle, index)),
+            recipe_reads=recipe_reads(stage["type"], run.state["recipe"]),
+        ).fingerprint()
+
+    def _take_cached(self, run_id: UUID, work: Path, cycle: int, index: int,
+                     stage: dict[str, Any], input_hash: str,
+                     fingerprint: str) -> tuple[Path, str] | None:
+        """Complete the stage with the verified outputs of a completed stage of the same
+        fingerprint (StageReused names where they came from); None when there is none."""
+        cached = self.cache.find(fingerprint)
+        if cached is None:
+            return None
+        record, origin = cached.record, cached.origin
+        dest = work / f"c{cycle}-s{index}"
+        shutil.rmtree(dest, ignore_errors=True)
+        self.blobs.materialize(
+            [FileRecord.from_dict(f) for f in record["files"] if f.get("role") == "model"], dest)
+        self.runs.record(run_id, lambda r: r.reuse_stage(
+            cycle=cycle, index=index, stage_type=stage["type"], config=stage,
+            input_hash=input_hash, fingerprint=fingerprint, reused_from=origin,
+            output_hash=record["outputHash"], files=record["files"],
+            metrics=record.get("metrics") or {}, notes=record.get("notes") or [],
+            at=utc_now()))
+        log.info("stage_reused", cycle=cycle, index=index, type=stage["type"], **{
+            "from_run": origin["runId"], "from_cycle": origin["cycle"],
+            "from_index": origin["index"]})
+        self.listener({"kind": "stage_reused", "cycle": cycle, "index": index,
+                       "type": stage["type"], "from": origin})
+        return dest, str(record["outputHash"])
+
     def _run_stage(self, run_id: UUID, work: Path, cycle: int, index: int,
                    stage: dict[str, Any], input_dir: Path, input_hash: str,
-                   base_dir: Path) -> tuple[Path, str] | None:
+                   base_dir: Path, fingerprint: str | None = None) -> tuple[Path, str] | None:
         self.runs.record(run_id, lambda r: r.start_stage(
             cycle=cycle, index=index, stage_type=stage["type"], config=stage,
-            input_hash=input_hash, at=utc_now()))
+            input_hash=input_hash, at=utc_now(), fingerprint=fingerprint))
         self.listener({"kind": "stage_started", "cycle": cycle, "index": index,
                        "type": stage["type"]})
         out, scratch = work / f"c{cycle}-s{index}", work / f"c{cycle}-s{index}.scratch"
@@ -208,7 +266,7 @@ class Orchestrator:
         ctx = StageContext(
             run_id=str(run_id), cycle=cycle, index=index, stage=stage,
             recipe=run.state["recipe"], input_dir=input_dir, output_dir=out, work_dir=scratch,
-            base_model_dir=base_dir, seed=0, device=self.registry.device,
+            base_model_dir=base_dir, seed=STAGE_SEED, device=self.registry.device,
             # a stage may read a stored output by hash (expert-prune's importanceJson)
             extras={"blobPath": self.blobs.path_of},
         )
