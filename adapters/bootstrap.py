@@ -24,6 +24,7 @@ from foundry.adapters.commands import (
     artifacts,
     audit_events,
     audit_inflight,
+    audit_recipes,
     data,
     forge,
     lineage,
@@ -58,7 +59,7 @@ def build_commands() -> CommandRegistry:
     """Every command, from the handler modules' tables: one place lists them all."""
     return CommandRegistry([*data.COMMANDS, *forge.COMMANDS, *lineage.COMMANDS,
                             *artifacts.COMMANDS, *audit_events.COMMANDS,
-                            *audit_inflight.COMMANDS])
+                            *audit_inflight.COMMANDS, *audit_recipes.COMMANDS])
 
 
 class Lazy(Generic[T]):

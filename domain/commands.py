@@ -260,6 +260,10 @@ class AuditInFlight(Frozen):
     """audit/in-flight: runs not completed, imported alloys without recipe or runs."""
 
 
+class AuditRecipes(Frozen):
+    """audit/recipes: replay every recipe's events; compare with the view and runs' pins."""
+
+
 class ReplayQuery(Frozen):
     """audit/replay: rebuild a run's artifact from its events and compare."""
 

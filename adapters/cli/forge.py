@@ -69,6 +69,9 @@ def add_forge_commands(sub: Any) -> None:
     rep.set_defaults(run=_replay)
     evs = asub.add_parser("events", help="read back every stored event; list damaged ones")
     evs.set_defaults(run=_audit_events)
+    recs = asub.add_parser("recipes", help="replay every recipe's events; compare with the "
+                           "view and the runs' pins")
+    recs.set_defaults(run=_audit_recipes)
     inf = asub.add_parser("in-flight", help="runs not completed; imported alloys without "
                           "recipe or runs (Markdown)")
     inf.add_argument("--json", action="store_true", help="JSON instead of Markdown")
@@ -208,6 +211,12 @@ def _lineage(foundry: Any, args: argparse.Namespace) -> int:
         return _emit(result)
     sys.stdout.write(render_markdown(result))
     return 0
+
+
+def _audit_recipes(foundry: Any, _args: argparse.Namespace) -> int:
+    result = foundry.execute("audit/recipes", {})
+    code = _emit(result)
+    return code if not result.get("success") else (0 if result["ok"] else 1)
 
 
 def _audit_events(foundry: Any, _args: argparse.Namespace) -> int:
