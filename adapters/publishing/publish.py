@@ -24,6 +24,7 @@ from foundry.adapters.publishing.safe_files import (
     writable_dir,
     write_atomic,
 )
+from foundry.adapters.publishing.source_license import check_license
 from foundry.adapters.store.blobs import FileRecord, tree_hash
 from foundry.domain import run_state
 from foundry.domain.artifact_builder import build_artifact
@@ -66,6 +67,9 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
     from foundry.adapters.publishing.cards import card_hash, render_cards
 
     artifact = publishable_artifact(run.state)
+    # Before anything is uploaded: a derived model keeps its base's license unless the
+    # recipe overrides it with a reason (source_license.py). --force is for the gate only.
+    check_license(foundry, run.state, artifact)
     # A recipe name is a user string: reduced to a plain file name, it cannot leave the folder.
     name = safe_file_name(str(artifact.get("recipeName") or ""), fallback="artifact")
     cards = render_cards(artifact)

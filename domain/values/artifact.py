@@ -43,6 +43,8 @@ RECIPE_SNAPSHOT_FIELDS: tuple[str, ...] = (
     "cycles",
     "acceptanceCriteria",
     "parentRecipeId",
+    "licenseStrategy",
+    "licenseReason",
 )
 """The recipe fields (wire names) an artifact freezes a copy of. The bar it was judged by
 (acceptanceCriteria) and its lineage (parentRecipeId) are part of what was forged: without

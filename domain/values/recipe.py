@@ -186,6 +186,18 @@ class ForgeRecipe(Open):
     outputs: dict[str, Any] | None = None
     acceptance_criteria: AcceptanceCriteria | None = None
     parent_recipe_id: str | None = None
+    # A derived model carries its base model's license unless the recipe overrides it, with
+    # the reason (Qwen derivatives must honour the base's terms). Absent = inherit.
+    license_strategy: Literal["inherit_from_source", "override"] | None = None
+    license_reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _override_says_why(self) -> ForgeRecipe:
+        if self.license_strategy == "override" and not self.license_reason:
+            msg = ("licenseReason: required when licenseStrategy is 'override' (why this "
+                   "derived model may be published under another license than its base's)")
+            raise ValueError(msg)
+        return self
 
 
 RECIPE_FIELDS: frozenset[str] = frozenset(
