@@ -37,7 +37,9 @@ def foundry(*args: str, capture: bool = False, db: str | None = None) -> str:
 
 def build_inputs(work: Path = WORK) -> tuple[Path, Path]:
     """(corpus dir, model dir) under `work`, built once by the scripts/ tools, then reused."""
-    corpus, model = work / "corpus", work / "models" / "tiny-llama"
+    # The model's folder names its tokenizer: one built before the move to SmolLM2's (a
+    # locally trained BPE that llama.cpp's GGUF converter refuses) is not reused.
+    corpus, model = work / "corpus", work / "models" / "tiny-llama-smollm2"
     py = sys.executable
     if not (corpus / "train.txt").exists():
         subprocess.run([py, str(ROOT / "scripts/make_corpus.py"), "--out", str(corpus)],
