@@ -22,6 +22,7 @@ from eventsourcing.persistence import InfrastructureFactory
 
 from foundry.adapters.commands import (
     artifacts,
+    audit_checkpoints,
     audit_events,
     audit_inflight,
     audit_recipes,
@@ -59,7 +60,8 @@ def build_commands() -> CommandRegistry:
     """Every command, from the handler modules' tables: one place lists them all."""
     return CommandRegistry([*data.COMMANDS, *forge.COMMANDS, *lineage.COMMANDS,
                             *artifacts.COMMANDS, *audit_events.COMMANDS,
-                            *audit_inflight.COMMANDS, *audit_recipes.COMMANDS])
+                            *audit_inflight.COMMANDS, *audit_recipes.COMMANDS,
+                            *audit_checkpoints.COMMANDS])
 
 
 class Lazy(Generic[T]):

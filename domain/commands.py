@@ -264,6 +264,14 @@ class AuditRecipes(Frozen):
     """audit/recipes: replay every recipe's events; compare with the view and runs' pins."""
 
 
+class AuditCheckpoint(Frozen):
+    """audit/checkpoint: sign a checkpoint of both event logs as they are now."""
+
+
+class AuditCheckpoints(Frozen):
+    """audit/checkpoints: recompute every signed checkpoint; name any rewrite."""
+
+
 class ReplayQuery(Frozen):
     """audit/replay: rebuild a run's artifact from its events and compare."""
 

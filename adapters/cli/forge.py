@@ -72,6 +72,10 @@ def add_forge_commands(sub: Any) -> None:
     recs = asub.add_parser("recipes", help="replay every recipe's events; compare with the "
                            "view and the runs' pins")
     recs.set_defaults(run=_audit_recipes)
+    cp = asub.add_parser("checkpoint", help="sign a checkpoint of both event logs (needs a key)")
+    cp.set_defaults(run=lambda f, _a: _emit(f.execute("audit/checkpoint", {})))
+    cps = asub.add_parser("checkpoints", help="recompute every signed checkpoint; name rewrites")
+    cps.set_defaults(run=_audit_checkpoints)
     inf = asub.add_parser("in-flight", help="runs not completed; imported alloys without "
                           "recipe or runs (Markdown)")
     inf.add_argument("--json", action="store_true", help="JSON instead of Markdown")
@@ -211,6 +215,12 @@ def _lineage(foundry: Any, args: argparse.Namespace) -> int:
         return _emit(result)
     sys.stdout.write(render_markdown(result))
     return 0
+
+
+def _audit_checkpoints(foundry: Any, _args: argparse.Namespace) -> int:
+    result = foundry.execute("audit/checkpoints", {})
+    code = _emit(result)
+    return code if not result.get("success") else (0 if result["ok"] else 1)
 
 
 def _audit_recipes(foundry: Any, _args: argparse.Namespace) -> int:
