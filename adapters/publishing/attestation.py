@@ -295,7 +295,10 @@ def check_published_files(artifact: Mapping[str, Any], model_dir: Path) -> Link:
             problems.append(f"{name}: missing")
         elif hash_file(path)[0] != record.sha256:
             problems.append(f"{name}: content does not match {record.sha256}")
-    listed = set(expected) | {"README.md", "MODEL_METHODOLOGY.md"}
+    from foundry.adapters.publishing.model_signing import SIGNATURE_FILE, STATEMENT_FILE
+
+    listed = set(expected) | {"README.md", "MODEL_METHODOLOGY.md", SIGNATURE_FILE,
+                              STATEMENT_FILE}
     for path in sorted(model_dir.rglob("*")):
         rel = path.relative_to(model_dir).as_posix()
         if (path.is_file() or path.is_symlink()) and rel not in listed \
@@ -504,6 +507,11 @@ def verify(
                                "the weights hash of the model directory"))
         if published_records(artifact):  # a provenance without file records has no list
             links.append(check_published_files(artifact, Path(model_dir)))
+        from foundry.adapters.publishing.model_signing import check_folder
+
+        # OpenSSF model.sig and the in-toto/SLSA statement, when the folder has them (#14).
+        links += [Link(name, ok_, None, None, detail, status)
+                  for name, ok_, status, detail in check_folder(artifact, Path(model_dir))]
     ok, expected, found, detail = _check_signature(artifact, trusted_key_ids)
     if readme is not None:
         links.append(_card_link(artifact, Path(readme), ok))

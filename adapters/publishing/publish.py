@@ -86,11 +86,18 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
     with tempfile.TemporaryDirectory(prefix="foundry-publish-") as tmp:
         folder = Path(tmp)
         files = stage_files(foundry, run.state, folder)
+        staged = list(files)  # the weights, tiers and model files: the statement's subjects
         (folder / f"{name}.alloy.json").write_text(
             json.dumps(published, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         for card, text in cards.items():
             (folder / card).write_text(text, encoding="utf-8")
         files += [f"{name}.alloy.json", *CARD_FILES]
+        # OpenSSF model signature and in-toto/SLSA provenance (#14), with the seal's key.
+        from foundry.adapters.publishing.model_signing import sign_folder
+        from foundry.adapters.store.blobs import hash_file
+
+        files += sign_folder(folder, run.state, artifact,
+                             {f: hash_file(folder / f)[0] for f in staged})
         try:
             _upload(target, folder)
         except PublishError as e:
