@@ -11,7 +11,8 @@ not ``ModelCard.from_template``: ``to_yaml`` is one ``yaml.dump(sort_keys=False)
 whose key order is fixed by ``ModelCardData.__init__`` and whose lists are ours, while the
 template path adds a Jinja2 render and a re-parse of the whole card, more moving parts for the
 same bytes. Fields: license; tags (below); base_model (``source.baseModel``, only when it is a
-Hub id ``owner/name``: a local path or ``fake://`` URI would be invalid metadata); library_name
+Hub id ``owner/name``: a local path or ``fake://`` URI would be invalid metadata) with
+base_model_relation beside it (``base_model_relation``: how the stages changed it); library_name
 ``transformers`` only when the published model files (the last stage's ``model`` files) hold a
 ``config.json`` and ``.safetensors`` weights; model-index with one ``EvalResult`` per benchmark
 that has a numeric score (dataset = the benchmark name and subset, metric type = its ``metric``,
@@ -151,8 +152,38 @@ def library_name(artifact: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Stage types that leave the weights as they were (reports, checks, packaging): they say
+# nothing about how the published model relates to its base.
+_NEUTRAL_STAGES = frozenset({"eval", "verify", "publish", "deliver", "source-config",
+                             "expert-activation-profile"})
+
+
+def base_model_relation(artifact: Mapping[str, Any]) -> str | None:
+    """How the published model relates to `base_model`, in the Hub's words (its model tree):
+    `merge` when a merge stage ran; `adapter` when the only change is a LoRA kept separate
+    (mergeAfter false); `quantized` when the only change is quantization; else `finetune`
+    (pruning, training, a merged LoRA: new weights derived from the base). None without
+    stages that change anything."""
+    changing = [r for r in stage_rows(artifact)
+                if str(r.get("type")) not in _NEUTRAL_STAGES]
+    kinds = {str(r.get("type")) for r in changing}
+    if not kinds:
+        return None
+    if "merge" in kinds:
+        return "merge"
+    if kinds == {"quant"}:
+        return "quantized"
+    if kinds <= {"lora", "quant"} and not any(
+            as_map(r.get("config")).get("mergeAfter", True) for r in changing
+            if r.get("type") == "lora"):
+        return "adapter"
+    return "finetune"
+
+
 def card_data(artifact: Mapping[str, Any]) -> ModelCardData:
     base = as_map(artifact.get("source")).get("baseModel")
+    hub_base = base if isinstance(base, str) and HUB_ID.match(base) else None
+    relation = base_model_relation(artifact) if hub_base else None
     evals = [
         EvalResult(task_type=EVAL_TASK_TYPE, dataset_type=str(b["name"]),
                    dataset_name=str(b["name"]),
@@ -161,13 +192,16 @@ def card_data(artifact: Mapping[str, Any]) -> ModelCardData:
         for b in benchmarks(artifact) if present(b.get("name")) and is_num(b.get("score"))
     ]
     license_ = artifact.get("license")
+    # Not a named ModelCardData field in huggingface_hub 2.x: passed through as metadata.
+    extra: dict[str, Any] = {"base_model_relation": relation} if relation else {}
     return ModelCardData(
         license=str(license_) if present(license_) else None,
         tags=card_tags(artifact) or None,
-        base_model=base if isinstance(base, str) and HUB_ID.match(base) else None,
+        base_model=hub_base,
         library_name=library_name(artifact),
         model_name=title(artifact) if evals else None,
         eval_results=evals or None,
+        **extra,
     )
 
 
