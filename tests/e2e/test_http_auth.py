@@ -123,13 +123,18 @@ def test_a_body_over_one_mebibyte_is_refused_before_it_is_read(served: Served) -
                      .encode())
         # Not one byte of the body is sent: the answer comes from the header alone.
         answer = ""
-        while "payload_too_large" not in answer:
-            chunk = sock.recv(65536).decode()
-            if not chunk:
-                break
-            answer += chunk
+        with contextlib.suppress(ConnectionResetError):
+            while "payload_too_large" not in answer:
+                chunk = sock.recv(65536).decode()
+                if not chunk:
+                    break
+                answer += chunk
+    # The status line is the contract. The envelope after it can be lost on a loaded machine:
+    # the server closes a connection whose declared body it never read, and a reset may drop
+    # the bytes still in flight (seen once under load 9); when it arrives it must be the code.
     assert answer.startswith("HTTP/1.1 413"), answer
-    assert '"errorCode": "payload_too_large"' in answer
+    body = answer.partition("\r\n\r\n")[2]
+    assert not body or '"errorCode": "payload_too_large"' in body, answer
 
 
 def test_a_chunked_body_is_cut_off_at_one_mebibyte(served: Served) -> None:
