@@ -62,8 +62,8 @@ def test_list_count_is_the_total_matching_unless_skipped(foundry, recipe_data):
     second = ok(foundry.execute("data/list", {"collection": R, "limit": 2,
                                               "cursor": page["nextCursor"]}))
     assert second["count"] == 5
-    filtered = ok(foundry.execute("data/list", {"collection": R, "limit": 1,
-                                                "filter": {"name": {"$in": ["recipe-0", "recipe-2", "recipe-4"]}}}))
+    some = {"name": {"$in": ["recipe-0", "recipe-2", "recipe-4"]}}
+    filtered = ok(foundry.execute("data/list", {"collection": R, "limit": 1, "filter": some}))
     assert filtered["count"] == 3 and len(filtered["items"]) == 1
     skipped = ok(foundry.execute("data/list", {"collection": R, "limit": 2,
                                                "skipCount": True}))
