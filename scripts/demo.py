@@ -64,6 +64,16 @@ def local_inputs(corpus: Path, model: Path) -> dict[str, Any]:
     }
 
 
+def signing_key_id() -> str | None:
+    """The hex id of the public signing key in the keys directory, or None without one."""
+    from foundry.adapters.publishing.attestation import PUBLIC_KEY_FILE, keys_dir
+
+    public = keys_dir() / PUBLIC_KEY_FILE
+    if not public.is_file():
+        return None
+    return hashlib.sha256(public.read_bytes()).hexdigest()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,7 +92,11 @@ def main() -> int:
             "--author", "demo", db=args.db)
     foundry("recipe", "list", "--order-by", "updatedAt:desc", "--limit", "5", db=args.db)
     foundry("recipe", "history", recipe_id, db=args.db)
-    foundry("forge", "run", recipe_id, "--command-id", f"demo-run-{key}", db=args.db)
+    # The run's command id names the signing key too: after `foundry keys create` the demo
+    # forges a new, signed run instead of answering with the first, unsigned one.
+    signer = signing_key_id()
+    run_key = f"{key}-{signer[:16]}" if signer else key
+    foundry("forge", "run", recipe_id, "--command-id", f"demo-run-{run_key}", db=args.db)
     runs = json.loads(foundry("forge", "list", "--filter", json.dumps({"recipeId": recipe_id}),
                               "--limit", "1", capture=True, db=args.db))
     artifact_id = runs["runs"][0]["artifactId"]

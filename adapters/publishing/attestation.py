@@ -45,7 +45,8 @@ ENV_PASSPHRASE = "FOUNDRY_KEY_PASSPHRASE"
 PRIVATE_KEY_FILE = "signing-key.pem"
 PUBLIC_KEY_FILE = "signing-key.pub.pem"
 ALGORITHM = "ES256"
-PACKAGES = ("domain", "adapters", "projections", "executors")
+# Imported by their installed names: a console script (`foundry`) has no repo root on sys.path.
+PACKAGES = ("foundry.domain", "foundry.adapters", "foundry.projections", "foundry.executors")
 _COORD = 32  # bytes of one P-256 coordinate: r and s are each this long in r||s
 
 
