@@ -43,8 +43,8 @@ def _rehearse(foundry: Any, recipe_id: str, node: str = "any") -> dict[str, Any]
 
 def _check_artifact(foundry: Any, run: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """Lineage, audit replay and verify pass; publishing is refused, forced or not."""
-    artifact = ok(foundry.execute("data/read", {"collection": "forge_artifacts",
-                                                "id": run["artifactId"]}))["data"]
+    artifact: dict[str, Any] = ok(foundry.execute(
+        "data/read", {"collection": "forge_artifacts", "id": run["artifactId"]}))["data"]
     assert artifact["rehearsal"]["publishable"] is False
     replay = ok(foundry.execute("audit/replay", {"runId": run["runId"]}))
     assert replay["ok"], replay["problems"]
