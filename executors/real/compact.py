@@ -127,11 +127,14 @@ def slice_channels(model: Any, arch: Architecture, keep: Mapping[int, Sequence[i
         index = torch.tensor(list(kept), dtype=torch.long)
         for name, dim in ((mlp.gate_proj, 0), (mlp.up_proj, 0), (mlp.down_proj, 1)):
             linear = getattr(block, name)
-            linear.weight = torch.nn.Parameter(linear.weight.data.index_select(dim, index).clone())
+            weight = linear.weight.data
+            linear.weight = torch.nn.Parameter(
+                weight.index_select(dim, index.to(weight.device)).clone())
             if dim == 0:
                 linear.out_features = width
                 if linear.bias is not None:
-                    linear.bias = torch.nn.Parameter(linear.bias.data[index].clone())
+                    linear.bias = torch.nn.Parameter(
+                        linear.bias.data[index.to(linear.bias.device)].clone())
             else:
                 linear.in_features = width
         if hasattr(block, "intermediate_size"):

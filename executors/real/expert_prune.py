@@ -150,7 +150,7 @@ def slice_experts(model: Any, arch: Architecture, keep: Mapping[int, Sequence[in
             param = getattr(holder, name, None)
             if param is None:
                 continue
-            setattr(holder, name, torch.nn.Parameter(param.data[index].clone(),
+            setattr(holder, name, torch.nn.Parameter(param.data[index.to(param.device)].clone(),
                                                      requires_grad=param.requires_grad))
         for holder in (experts, router):
             if hasattr(holder, "num_experts"):
