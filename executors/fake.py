@@ -201,6 +201,12 @@ class FakeExecutor:
     sleep_seconds: float = 0.0
     fail: bool = False
 
+    @property
+    def fingerprint_settings(self) -> str:
+        """What makes this instance produce other results than another of its class: an
+        injected failure (the stage cache must not reuse a success for it); sleeping does not."""
+        return "fail" if self.fail else ""
+
     def _pause(self) -> None:
         if self.sleep_seconds > 0:
             time.sleep(self.sleep_seconds / 3)

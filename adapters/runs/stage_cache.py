@@ -51,8 +51,13 @@ def executor_code_version(executor: object) -> str:
     except TypeError:  # a builtin: no file to hash
         source = None
     if source is None:
-        return f"{type(executor).__module__}.{type(executor).__qualname__}"
-    return "sha256:" + hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        code = f"{type(executor).__module__}.{type(executor).__qualname__}"
+    else:
+        code = "sha256:" + hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    # Settings of an executor instance that change what it produces (the fakes' injected
+    # failure, say) are part of its code: the same class configured otherwise is other code.
+    settings = getattr(executor, "fingerprint_settings", None)
+    return code if not settings else f"{code};{settings}"
 
 
 def recipe_reads(stage_type: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
