@@ -196,6 +196,8 @@ class ForgeArtifact(Open):
     cycles: int | None = Field(default=None, ge=1)
     acceptance_criteria: AcceptanceCriteria | None = None
     parent_recipe_id: str | None = None
+    license_strategy: Literal["inherit_from_source", "override"] | None = None
+    license_reason: str | None = None
 
     forged_at: str | None = None
     hardware_node: str | None = None

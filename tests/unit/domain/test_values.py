@@ -201,6 +201,8 @@ def test_the_recipe_fields_are_the_authored_fields_of_the_spec() -> None:
         "outputs",
         "acceptanceCriteria",
         "parentRecipeId",
+        "licenseStrategy",
+        "licenseReason",
     } == RECIPE_FIELDS
 
 
