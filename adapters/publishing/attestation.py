@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,14 +35,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from foundry.adapters.publishing.key_files import (  # noqa: F401 - re-exported: callers' names
+    ENV_KEYS_DIR,
+    ENV_PASSPHRASE,
+    PRIVATE_KEY_FILE,
+    PUBLIC_KEY_FILE,
+    keys_dir,
+)
 from foundry.adapters.store.blobs import BlobStore, FileRecord, hash_dir, hash_file, tree_hash
 from foundry.domain.artifact_builder import alloy_hash
 from foundry.domain.hashing import canonical_json, content_hash, sha256_hex
 
-ENV_KEYS_DIR = "FOUNDRY_KEYS_DIR"
-ENV_PASSPHRASE = "FOUNDRY_KEY_PASSPHRASE"
-PRIVATE_KEY_FILE = "signing-key.pem"
-PUBLIC_KEY_FILE = "signing-key.pub.pem"
 ALGORITHM = "ES256"
 # Imported by their installed names: a console script (`foundry`) has no repo root on sys.path.
 PACKAGES = ("foundry.domain", "foundry.adapters", "foundry.projections", "foundry.executors")
@@ -82,13 +84,6 @@ UNSIGNED = "UNSIGNED"
 
 
 SELF_ATTESTED = "self-attested"  # the one trust level a signature here can establish
-
-
-def keys_dir() -> Path:
-    override = os.environ.get(ENV_KEYS_DIR)
-    if override:
-        return Path(override)
-    return Path(platformdirs.user_config_dir("foundry", appauthor=False)) / "keys"
 
 
 def _public_bytes(public_key: ec.EllipticCurvePublicKey, encoding: Encoding) -> bytes:

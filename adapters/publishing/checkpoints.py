@@ -97,7 +97,7 @@ def write_checkpoint(services: Any) -> dict[str, Any]:
 
 def verify_checkpoints(services: Any) -> dict[str, Any]:
     """Every checkpoint's signature and digests, recomputed from the database."""
-    from foundry.adapters.publishing.attestation import PUBLIC_KEY_FILE, keys_dir
+    from foundry.adapters.publishing.key_files import PUBLIC_KEY_FILE, keys_dir
 
     records = _read(services.state_dir)
     public_path = keys_dir() / PUBLIC_KEY_FILE

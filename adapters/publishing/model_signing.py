@@ -99,7 +99,7 @@ def sign_folder(folder: Path, state: Mapping[str, Any], artifact: Mapping[str, A
                 weight_files: Mapping[str, str]) -> list[str]:
     """Write the statement and sign the folder with the local key, when there is one (as
     the seal does); the names of the files written, [] without a key."""
-    from foundry.adapters.publishing.attestation import ENV_PASSPHRASE, PRIVATE_KEY_FILE, keys_dir
+    from foundry.adapters.publishing.key_files import ENV_PASSPHRASE, PRIVATE_KEY_FILE, keys_dir
 
     key = keys_dir() / PRIVATE_KEY_FILE
     if not key.is_file():
