@@ -62,17 +62,37 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+# The params that say who did something: the history's author, a run's requester, who
+# cancelled. The CLI fills those the caller left out with the OS user (HTTP overrides them
+# with the token's principal instead: adapters/http/auth.py).
+WHO_FIELDS = ("author", "requested_by", "by")
+
+
 class CliFoundry:
-    """The system as the CLI uses it: every command carries the OS user as its principal
-    (a run records who requested it). Everything else is the Foundry's own."""
+    """The system as the CLI uses it: every command carries the OS user as its principal,
+    and a who-did-it param left out is that user (a recipe's history says who edited it, a
+    run who requested it). Everything else is the Foundry's own."""
 
     def __init__(self, foundry: Any, principal: str) -> None:
         self.foundry, self.principal = foundry, principal
 
     def execute(self, command: str, params: Any, *, progress: Any = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.foundry.execute(command, params, progress=progress,
-                                                      principal=self.principal)
+        result: dict[str, Any] = self.foundry.execute(
+            command, self._with_user(command, params), progress=progress,
+            principal=self.principal)
         return result
+
+    def _with_user(self, command: str, params: Any) -> Any:
+        if not self.principal or not isinstance(params, dict) \
+                or command not in self.foundry.services.commands:
+            return params  # the bus answers an unknown command or a non-object, by name
+        model = self.foundry.services.commands.get(command).params
+        filled = dict(params)
+        for name in WHO_FIELDS:
+            field = model.model_fields.get(name)
+            if field is not None and not (filled.get(name) or filled.get(field.alias or name)):
+                filled[field.alias or name] = self.principal
+        return filled
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.foundry, name)

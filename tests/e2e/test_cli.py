@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from foundry.adapters.bootstrap import os_user
 from tests.conftest import EXAMPLE, ROOT
 
 pytestmark = pytest.mark.slow
@@ -72,9 +73,10 @@ def test_a_recipe_can_be_created_edited_listed_forked_shown_and_rebuilt_from_the
     assert lines[0].split()[:5] == [rid, "tiny-llama-code-forged", "v0.1.0", "rev", "2"], lines
 
     lines = ok(cli("recipe", "history", rid, db=db)).splitlines()
-    assert re.fullmatch(r"rev 1  \S+  Created  by foundry-examples|rev 1  \S+  Created  by -",
-                        lines[0]), lines
-    assert re.fullmatch(r"rev 2  \S+  Edited  by -  \(r\)", lines[1]), lines
+    # Without --author the CLI records the OS user as who made each change.
+    user = re.escape(os_user() or "-")
+    assert re.fullmatch(rf"rev 1  \S+  Created  by {user}", lines[0]), lines
+    assert re.fullmatch(rf"rev 2  \S+  Edited  by {user}  \(r\)", lines[1]), lines
     assert lines[2:] == ["    cycles: 1 -> 2"], lines
 
     out = ok(cli("recipe", "fork", rid, "--set", 'name="x"', db=db))
