@@ -27,16 +27,23 @@ def tensor_sizes(model_dir: Path) -> dict[str, int]:
     """{tensor name: element count} of every *.safetensors file in `model_dir`."""
     sizes: dict[str, int] = {}
     for path in sorted(model_dir.glob("*.safetensors")):
-        with path.open("rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > MAX_HEADER_BYTES:
-                msg = f"{path.name}: a safetensors header of {length} bytes is not one"
-                raise ValueError(msg)
-            header: dict[str, Any] = json.loads(f.read(length))
-        for name, info in header.items():
-            if name != "__metadata__":
-                sizes[name] = math.prod(int(d) for d in info["shape"])
+        try:
+            sizes.update(_header_sizes(path))
+        except (struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
+            msg = f"{path.name}: not a readable safetensors file ({type(e).__name__}: {e})"
+            raise ValueError(msg[:500]) from None
     return sizes
+
+
+def _header_sizes(path: Path) -> dict[str, int]:
+    with path.open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > MAX_HEADER_BYTES:
+            msg = f"a header of {length} bytes is not a safetensors header"
+            raise ValueError(msg)
+        header: dict[str, Any] = json.loads(f.read(length))
+    return {name: math.prod(int(d) for d in info["shape"])
+            for name, info in header.items() if name != "__metadata__"}
 
 
 def _config_value(config: dict[str, Any], keys: tuple[str, ...]) -> int | None:

@@ -275,6 +275,11 @@ class Orchestrator:
         started = time.perf_counter()
         try:
             result = self.registry.get(stage["type"]).run(ctx, reporter)
+            seconds = round(time.perf_counter() - started, 3)
+            # Storing and reading back what the stage wrote (its blobs, its parameter count
+            # from the safetensors headers) can fail on a broken output: that is this stage
+            # failing, named, not a crash of the run.
+            return self._complete(run_id, cycle, index, result, seconds)
         except StageCancelledError:
             return None
         except Exception as e:
@@ -285,8 +290,6 @@ class Orchestrator:
                 at=utc_now()))
             self._fail_run(run_id, e)
             return None
-        seconds = round(time.perf_counter() - started, 3)
-        return self._complete(run_id, cycle, index, result, seconds)
 
     def _complete(self, run_id: UUID, cycle: int, index: int, result: StageResult,
                   seconds: float) -> tuple[Path, str]:

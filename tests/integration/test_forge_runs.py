@@ -684,3 +684,32 @@ def test_nothing_can_happen_to_a_run_after_it_ended(ending):
             step(run)
         assert run.version == version, what
         assert issubclass(RunEndedError, RunStateError)
+
+
+class _BrokenSafetensorsTrain:
+    """A train stage whose output model is not readable safetensors (a disk filled mid-write,
+    say): storing and counting its parameters must fail the stage, not crash the run."""
+
+    stage_type = "train"
+
+    def run(self, ctx: Any, reporter: Any) -> Any:
+        from foundry.executors.base import StageResult
+
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.output_dir / "model.safetensors").write_bytes(b"\x05\x00")  # not even a length
+        reporter.progress(1.0, "wrote a broken model")
+        return StageResult(output_dir=ctx.output_dir)
+
+
+def test_an_unreadable_stage_output_fails_that_stage_by_name_not_the_command(foundry, recipe):
+    registry = build_fake_registry()
+    registry.register(_BrokenSafetensorsTrain(), replace=True)  # type: ignore[arg-type]
+    foundry.use_registry(registry)
+    result = forge(foundry, create_recipe(foundry, recipe), reuse=False)
+    assert result["status"] == "failed", result
+    assert result["failure"]["type"] == "ValueError"
+    assert result["failure"]["message"].startswith("model.safetensors: not a readable "
+                                                   "safetensors file"), result
+    events = run_events(foundry, result["runId"])
+    assert names(events)[-2:] == ["StageFailed", "Failed"]
+    assert (events[-2].cycle, events[-2].index) == (1, 1)
