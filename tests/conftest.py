@@ -6,6 +6,7 @@ no cleanup between each other and can never see each other's rows.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -91,6 +92,15 @@ def forge_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def recipe_data() -> dict[str, Any]:
     return json.loads(EXAMPLE.read_text())
+
+
+@pytest.fixture
+def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
+    """The example recipe on the fake executors' deterministic source model (a module may
+    override it with a recipe of its own)."""
+    data = copy.deepcopy(recipe_data)
+    data["source"]["baseModel"] = "fake://tiny"
+    return data
 
 
 def ok(result: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import copy
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from unittest import mock
 from uuid import UUID
@@ -20,13 +19,9 @@ from foundry.executors.fake import build_fake_registry
 from foundry.projections.replay import FastDecoder
 from tests.integration.test_projection_rebuild import R, create, events_only, must, populate
 
-
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def rows(view: Any) -> list[dict[str, Any]]:

@@ -13,8 +13,7 @@ import os
 import signal
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -51,12 +50,9 @@ PLAN = [(1, 0, "prune"), (1, 1, "train"), (1, 2, "lora"),
 
 # --- fixtures and helpers ------------------------------------------------------------------
 
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ as the Hub does) and parsed back with huggingface_hub's ModelCard."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,12 +18,9 @@ from tests.conftest import ok
 R = "forge_recipes"
 
 
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def test_a_forged_cards_lineage_round_trips_through_the_local_hub_and_model_card(

@@ -5,11 +5,9 @@ for the Hub token in everything the foundry wrote or logged.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -30,19 +28,9 @@ REPO = "org/repo"
 
 # --- fixtures and helpers ------------------------------------------------------------------
 
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
-
-
-@pytest.fixture
-def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
-    data = copy.deepcopy(recipe_data)
-    data["source"]["baseModel"] = "fake://tiny"
-    return data
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def forged(foundry: Any, recipe: dict[str, Any], **params: Any) -> dict[str, Any]:

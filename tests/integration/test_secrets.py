@@ -140,12 +140,9 @@ def test_a_detached_worker_gets_the_database_url_outside_its_command_line(
 
 # --- the hub token ---------------------------------------------------------------------------
 
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def test_a_hub_echoing_the_token_in_every_response_field_leaks_it_nowhere(

@@ -5,12 +5,10 @@ the blob store refuses symlinks out of a model directory. Real stores, real fake
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +20,9 @@ from tests.conftest import ok
 R = "forge_recipes"
 
 
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
-
-
-@pytest.fixture
-def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
-    data = copy.deepcopy(recipe_data)
-    data["source"]["baseModel"] = "fake://tiny"
-    return data
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def forged(foundry: Any, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ a cached blob that fails its hash check is never reused."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,12 +20,9 @@ from tests.conftest import ok, run_events
 R = "forge_recipes"
 
 
-@pytest.fixture
-def foundry(store_url: str, forge_env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
+# The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
+# set before the `foundry` fixture opens the store.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 @pytest.fixture
