@@ -58,6 +58,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_input": 400,
     "unauthenticated": 401,
     "forbidden": 403,
+    "read_refused": 403,  # a recipe names a local path outside the roots a run may read
     "not_found": 404,
     "revision_conflict": 409,
     "version_pinned": 409,
