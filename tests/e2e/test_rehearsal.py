@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import foundry.executors.real  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
-from tests.alloy_corpus import corpus_files, missing_corpus_reason
+from tests.alloy_corpus import alloy_or_skip, alloy_params
 from tests.conftest import ROOT, ok
 
 pytestmark = pytest.mark.slow
@@ -105,14 +105,12 @@ def test_the_qwen3_moe_example_rehearses_end_to_end(real_foundry: Any, tmp_path:
     assert {"Q8_0", "Q4_K_M"} <= set(_stage(artifact, "quant")["metrics"]["tensorTypes"])
 
 
-ALLOYS = corpus_files()
-
-
-@pytest.mark.parametrize("alloy", ALLOYS or [None], ids=[p.name for p in ALLOYS] or ["none"])
+# The conformance corpus: a missing corpus skips saying where it looked, and fails under
+# FOUNDRY_REQUIRE_CORPUS=1 (set by .ci/run), like every other corpus test.
+@pytest.mark.parametrize("alloy", alloy_params(fixtures=False))
 def test_each_real_alloy_imports_and_rehearses(real_foundry: Any, tmp_path: Path,
                                                alloy: Path | None) -> None:
-    if alloy is None:
-        pytest.skip(missing_corpus_reason())
+    alloy = alloy_or_skip(alloy)
     started = time.perf_counter()
     imported = ok(real_foundry.execute("alloy/import", {"paths": [str(alloy)]}))
     recipe_id = imported["imported"][0]["recipeId"]
