@@ -313,11 +313,11 @@ def test_a_store_with_the_recipe_view_in_the_views_file_is_rebuilt_on_open(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # the store this is about
 def test_postgres_edit_transaction_leaves_no_session_in_a_transaction(foundry, recipe_data):
     """The PostgreSQL recorder sends BEGIN/COMMIT itself (pipeline mode): after a failed
     edit its pooled connection must be back outside any transaction."""
-    if foundry.recipe_view.dialect != "postgres":
-        pytest.skip("PostgreSQL only")
+    assert foundry.recipe_view.dialect == "postgres"
     rid = create(foundry, recipe_data)
     _refuse_view_updates(foundry)
     assert foundry.execute("data/update", {"collection": R, "id": rid,
