@@ -180,3 +180,23 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             yield server
         finally:
             set_client_factory(previous)
+
+
+def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Every (path, JSON value) at the leaves, so that a difference names its field; an empty
+    object or list is a leaf itself."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from leaves(item, (*path, key))
+    elif isinstance(value, list) and value:
+        for i, item in enumerate(value):
+            yield from leaves(item, (*path, i))
+    else:
+        yield path, json.dumps(value, sort_keys=True)
+
+
+def read(foundry: Any, collection: str, some_id: str) -> dict[str, Any]:
+    """The document of `some_id` in `collection`, which must exist."""
+    found = ok(foundry.execute("data/read", {"collection": collection, "id": some_id}))
+    assert found["found"], found
+    return dict(found["data"])

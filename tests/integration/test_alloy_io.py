@@ -31,7 +31,7 @@ from tests.alloy_corpus import (
     corpus_files,
     require_corpus,
 )
-from tests.conftest import ROOT, count_events, count_run_events, ok
+from tests.conftest import ROOT, count_events, count_run_events, leaves, ok, read
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -62,23 +62,6 @@ def foundry(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def counts(foundry: Any) -> tuple[int, int]:
     return count_events(foundry), count_run_events(foundry)
 
-
-def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """Every (path, JSON value) at the leaves; an empty object or list is a leaf itself."""
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            yield from leaves(item, (*path, key))
-    elif isinstance(value, list) and value:
-        for i, item in enumerate(value):
-            yield from leaves(item, (*path, i))
-    else:
-        yield path, json.dumps(value, sort_keys=True)
-
-
-def read(foundry: Any, collection: str, some_id: str) -> dict[str, Any]:
-    found = ok(foundry.execute("data/read", {"collection": collection, "id": some_id}))
-    assert found["found"], found
-    return dict(found["data"])
 
 
 def has_deliver(data: dict[str, Any]) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ok
+from tests.conftest import leaves, ok, read
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -28,23 +28,6 @@ def second(tmp_path: Path, forge_env: Path) -> Iterator[Any]:
     with Foundry.open(f"sqlite:///{tmp_path / 'second.db'}") as f:
         yield f
 
-
-def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """Every (path, JSON value) at the leaves, so that a difference names its field."""
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            yield from leaves(item, (*path, key))
-    elif isinstance(value, list) and value:
-        for i, item in enumerate(value):
-            yield from leaves(item, (*path, i))
-    else:
-        yield path, json.dumps(value, sort_keys=True)
-
-
-def read(foundry: Any, collection: str, some_id: str) -> dict[str, Any]:
-    found = ok(foundry.execute("data/read", {"collection": collection, "id": some_id}))
-    assert found["found"], found
-    return dict(found["data"])
 
 
 def forge_and_publish(foundry: Any, recipe_data: dict[str, Any], out: Path) -> dict[str, Any]:
