@@ -9,8 +9,10 @@ form; a POST whose Origin is another site is refused as well.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, quote
 
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +44,24 @@ class Host(Protocol):
     def max_body_bytes(self) -> int: ...
 
     def _execute(self, name: str, params: Any, who: Principal) -> dict[str, Any]: ...
+
+
+C = TypeVar("C", bound="Console")
+
+
+def signed_in(handler: Callable[[C, Request, Principal], Awaitable[Response]]
+              ) -> Callable[[C, Request], Awaitable[Response]]:
+    """A console page for a signed-in person: without a valid session cookie, the sign-in
+    page instead; with one, the handler gets the principal."""
+
+    @functools.wraps(handler)
+    async def page_for(self: C, request: Request) -> Response:
+        who = await self.who(request)
+        if who is None:
+            return RedirectResponse("/console/login", status_code=303)
+        return await handler(self, request, who)
+
+    return page_for
 
 
 class Console:
@@ -100,10 +120,8 @@ class Console:
 
     # --- recipes ---------------------------------------------------------------------------
 
-    async def recipes(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def recipes(self, request: Request, who: Principal) -> Response:
         q, sort = request.query_params.get("q", ""), request.query_params.get("sort", "")
         field, _, direction = (sort if sort in SORTS else "updatedAt:desc").partition(":")
         params: dict[str, Any] = {"collection": R, "limit": 200,
@@ -129,10 +147,8 @@ class Console:
         return HTMLResponse(page("Recipes", body, who=who.name,
                                  error=_error(listed)))
 
-    async def create(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def create(self, request: Request, who: Principal) -> Response:
         import json
 
         try:
@@ -145,10 +161,8 @@ class Console:
                                      error=_error(made)), 400)
         return RedirectResponse(f"/console/recipes/{made['id']}", status_code=303)
 
-    async def recipe(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def recipe(self, request: Request, who: Principal) -> Response:
         rid = request.path_params["rid"]
         read = await self.run(who, "data/read", {"collection": R, "id": rid})
         item = read.get("data")
@@ -185,10 +199,8 @@ class Console:
                 + f'<h2>History</h2><ol id="history">{edits}</ol>')
         return HTMLResponse(page(f"Recipe {item.get('name')}", body, who=who.name))
 
-    async def recipe_action(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def recipe_action(self, request: Request, who: Principal) -> Response:
         rid, action = request.path_params["rid"], request.path_params["action"]
         try:
             form = await self.form(request)

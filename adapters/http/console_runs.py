@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from foundry.adapters.http.console import A, Console, Host, _error
+from foundry.adapters.http.auth import Principal
+from foundry.adapters.http.console import A, Console, Host, _error, signed_in
 from foundry.adapters.http.console_html import (
     LIVE_RUN_JS,
     e,
@@ -22,10 +23,8 @@ from foundry.domain.errors import FoundryError
 
 
 class RunPages(Console):
-    async def runs(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def runs(self, _request: Request, who: Principal) -> Response:
         listed = await self.run(who, "forge/list-runs", {
             "orderBy": [{"field": "forgedAt", "direction": "desc"}], "limit": 200})
         rows = [[f'<a href="/console/runs/{e(r["runId"])}">{e(r["runId"])}</a>',
@@ -36,10 +35,8 @@ class RunPages(Console):
                                                 "Forged"], rows), who=who.name,
                                  error=_error(listed)))
 
-    async def run_page(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def run_page(self, request: Request, who: Principal) -> Response:
         run_id = request.path_params["run_id"]
         status = await self.run(who, "forge/status", {"runId": run_id})
         if not status.get("success"):
@@ -82,10 +79,8 @@ class RunPages(Console):
         return list(await run_in_threadpool(
             self.api.foundry.runs.recorder.select_events, UUID(run_id)))
 
-    async def run_action(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def run_action(self, request: Request, who: Principal) -> Response:
         run_id, action = request.path_params["run_id"], request.path_params["action"]
         try:
             form = await self.form(request)
@@ -103,10 +98,8 @@ class RunPages(Console):
                                      "</a>", who=who.name, error=_error(done)), 409)
         return RedirectResponse(f"/console/runs/{run_id}", status_code=303)
 
-    async def artifact(self, request: Request) -> Response:
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
+    @signed_in
+    async def artifact(self, request: Request, who: Principal) -> Response:
         aid = request.path_params["aid"]
         read = await self.run(who, "data/read", {"collection": A, "id": aid})
         item = read.get("data")
@@ -144,12 +137,10 @@ class RunPages(Console):
         return HTMLResponse(page(f"Artifact {aid[:8]}", body, who=who.name))
 
 
-    async def audit(self, request: Request) -> Response:
+    @signed_in
+    async def audit(self, request: Request, who: Principal) -> Response:
         """The audit report of a run: replay against the artifact, every integrity link,
         and who changed the recipe it ran, when and why."""
-        who = await self.who(request)
-        if who is None:
-            return RedirectResponse("/console/login", status_code=303)
         run_id = request.path_params["run_id"]
         replay = await self.run(who, "audit/replay", {"runId": run_id})
         if not replay.get("success"):
