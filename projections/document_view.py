@@ -33,6 +33,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg.types.json import set_json_dumps
 
+from foundry.projections import quarantine as q
 from foundry.projections.batching import fold_batch
 from foundry.projections.query import QueryError, TableSpec
 from foundry.projections.query_regex import regex_budget, sqlite_regexp
@@ -162,7 +163,10 @@ class _BulkFold:
             pending.update(self.load(sorted(again)))
         fold = s.fold
         for key, (event, _) in zip(keys, items, strict=True):
-            pending[key] = fold(pending.get(key), event)
+            try:
+                pending[key] = fold(pending.get(key), event)
+            except Exception as e:  # the event's own fault: the host rebuilds by catch-up
+                raise q.EventFaultError(key) from e
         self.events += len(items)
         self.last = items[-1][1]
         if len(pending) >= self.chunk_rows:
@@ -197,6 +201,11 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
         return [
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {s.name} ({cols})",
+            f"CREATE TABLE IF NOT EXISTS {s.name}_quarantine (application_name TEXT, "
+            "notification_id INTEGER, originator_id TEXT, version INTEGER, topic TEXT, "
+            "row_key TEXT, reason TEXT, PRIMARY KEY (application_name, notification_id))",
+            f"CREATE INDEX IF NOT EXISTS {s.name}_quarantine_row ON {s.name}_quarantine "
+            "(row_key)",
             *(f"CREATE INDEX IF NOT EXISTS {s.name}_{i} ON {s.name} ({i}, {s.key})"
               for i in s.indexed),
         ]
@@ -267,6 +276,36 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {self.schema.name}")
             c.execute("DELETE FROM tracking WHERE application_name = ?", (application_name,))
+            c.execute(f"DELETE FROM {self.schema.name}_quarantine WHERE application_name = ?",
+                      (application_name,))
+
+    def quarantine(self, application_name: str, records: Sequence[q.Quarantined]) -> int:
+        """Set aside events the view cannot apply and move its position past them, in one
+        transaction (foundry.projections.quarantine); returns how many were new."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("UPDATE tracking SET notification_id = "  # the lock, as in apply_batch
+                      "notification_id WHERE application_name = ?", (application_name,))
+            c.execute("SELECT MAX(notification_id) FROM tracking "
+                      "WHERE application_name = ?", (application_name,))
+            position = c.fetchone()[0] or 0
+            records = [r for r in records if r.notification_id > position]
+            if not records:
+                return 0
+            c.executemany(
+                f"INSERT OR IGNORE INTO {self.schema.name}_quarantine "
+                f"({', '.join(q.COLUMNS)}) VALUES ({','.join('?' * len(q.COLUMNS))})",
+                [q.values(application_name, r) for r in records])
+            self._insert_tracking(c, Tracking(application_name, records[-1].notification_id))
+        return len(records)
+
+    def quarantined(self, key: str | None = None) -> list[q.Quarantined]:
+        """The events this view set aside (those of one row, with `key`), in log order."""
+        where = " WHERE row_key = ?" if key is not None else ""
+        with self._reading() as c:
+            c.execute(f"SELECT * FROM {self.schema.name}_quarantine{where} "
+                      "ORDER BY application_name, notification_id",
+                      [] if key is None else [key])
+            return [q.load(r) for r in c.fetchall()]
 
     def rebuild(self, application_name: str, pages: Iterable[Sequence[tuple[Any, int]]],
                 chunk_rows: int | None = None) -> int:
@@ -282,6 +321,8 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
                 # A write first, so that the transaction waits for the lock (see apply_batch).
                 c.execute(f"DELETE FROM {s.name}")
                 c.execute("DELETE FROM tracking WHERE application_name = ?",
+                          (application_name,))
+                c.execute(f"DELETE FROM {s.name}_quarantine WHERE application_name = ?",
                           (application_name,))
                 # Indexes are built once at the end: faster than keeping 6 B-trees up to date
                 # through 100k random inserts. Their own statements make them again.
@@ -343,9 +384,12 @@ class SQLiteDocumentView(SQLiteTrackingRecorder):
             yield c
 
     def get(self, key: str) -> Row | None:
-        """The row with this key, or None."""
+        """The row with this key, or None; `QuarantinedRecordError` if the view set aside an
+        event of it (the row would be shown as current without that event)."""
         rows = self.fetch(
             f"SELECT * FROM {self.table} WHERE {self.schema.key} = {self.placeholder()}", [key])
+        if set_aside := self.quarantined(key):
+            raise q.QuarantinedRecordError(self.schema.name, key, set_aside)
         return rows[0] if rows else None
 
     def placeholder(self) -> str:
@@ -374,6 +418,15 @@ class PostgresDocumentView(PostgresTrackingRecorder):
         )
         self.sql_create_statements.append(
             SQL("CREATE TABLE IF NOT EXISTS {} (" + cols + ")").format(self.table_sql))
+        self.quarantine_sql = SQL("{}.{}").format(Identifier(self.datastore.schema),
+                                                  Identifier(f"{self.table_name}_quarantine"))
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (application_name text, notification_id bigint, "
+            "originator_id text, version bigint, topic text, row_key text, reason text, "
+            "PRIMARY KEY (application_name, notification_id))").format(self.quarantine_sql))
+        self.sql_create_statements.append(SQL(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (row_key)").format(
+            Identifier(f"{self.table_name}_quarantine_row"), self.quarantine_sql))
         for i in s.indexed:
             # NULLS FIRST, the order projections/query.py sorts in: PostgreSQL can then walk the
             # index either way instead of sorting every row (measured 693 -> 18 ms at 100k).
@@ -446,7 +499,35 @@ class PostgresDocumentView(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             self._reset(curs, application_name)
 
+    def quarantine(self, application_name: str, records: Sequence[q.Quarantined]) -> int:
+        """Set aside events the view cannot apply and move its position past them, in one
+        transaction under the position lock (foundry.projections.quarantine); returns how
+        many were new."""
+        with self.datastore.transaction(commit=True) as curs:
+            position = self.lock_position(curs, application_name) or 0
+            records = [r for r in records if r.notification_id > position]
+            if not records:
+                return 0
+            curs.executemany(SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING")
+                             .format(self.quarantine_sql,
+                                     SQL(", ").join(Identifier(n) for n in q.COLUMNS),
+                                     SQL(", ").join([SQL("%s")] * len(q.COLUMNS))),
+                             [q.values(application_name, r) for r in records])
+            self._insert_tracking(curs, Tracking(application_name,
+                                                 records[-1].notification_id))
+        return len(records)
+
+    def quarantined(self, key: str | None = None) -> list[q.Quarantined]:
+        """The events this view set aside (those of one row, with `key`), in log order."""
+        where = SQL(" WHERE row_key = %s") if key is not None else SQL("")
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT * FROM {}{} ORDER BY application_name, notification_id")
+                         .format(self.quarantine_sql, where), [] if key is None else [key])
+            return [q.load(r) for r in curs.fetchall()]
+
     def _reset(self, curs: Cursor[DictRow], application_name: str) -> None:
+        curs.execute(SQL("DELETE FROM {} WHERE application_name = %s").format(
+            self.quarantine_sql), (application_name,))
         # TRUNCATE, not DELETE: a rebuild would otherwise leave every old row dead.
         curs.execute(SQL("TRUNCATE {}").format(self.table_sql))
         curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
@@ -534,9 +615,12 @@ class PostgresDocumentView(PostgresTrackingRecorder):
             return next(iter(row.values()))
 
     def get(self, key: str) -> Row | None:
-        """The row with this key, or None."""
+        """The row with this key, or None; `QuarantinedRecordError` if the view set aside an
+        event of it (the row would be shown as current without that event)."""
         rows = self.fetch(
             f"SELECT * FROM {self.table} WHERE {self.schema.key} = {self.placeholder()}", [key])
+        if set_aside := self.quarantined(key):
+            raise q.QuarantinedRecordError(self.schema.name, key, set_aside)
         return rows[0] if rows else None
 
     def placeholder(self) -> str:

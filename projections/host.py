@@ -7,6 +7,11 @@ backends for catch-up and rebuild. On PostgreSQL, `foundry projections run` uses
 library's ProjectionRunner for live tailing (see `foundry.projections.runner`). A rebuild of a
 document view is a bulk load instead (`foundry.projections.replay`, `DocumentView.rebuild`).
 
+An event the view cannot apply (it does not decode, the fold refuses it, the view's database
+rejects what it folds to) is set aside with its reason and the position moves past it in the
+same transaction, so the view's other rows stay current (`foundry.projections.quarantine`); a
+failure of the store itself stops catch-up, which retries from the same position.
+
 `write_inline()` has the application's recorder also write the view in each save's own
 transaction (`foundry.projections.inline`); catch-up then finds those events applied already
 and only does work for events recorded without it.
@@ -24,6 +29,7 @@ from typing import Any
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
+from foundry.projections import quarantine as q
 from foundry.projections.batching import BatchView
 from foundry.projections.inline import InlineProjection, Row
 from foundry.projections.replay import FastDecoder, Item, read_pages
@@ -38,6 +44,7 @@ class CatchUpStats:
     events: int = 0
     batches: int = 0
     seconds: float = 0.0
+    quarantined: int = 0  # events set aside (foundry.projections.quarantine)
 
 
 class ProjectionHost:
@@ -99,12 +106,50 @@ class ProjectionHost:
             )
             if not notes:
                 return
-            items = [(self.app.mapper.to_domain_event(n), n.id) for n in notes]
-            stats.events += self.view.apply_batch(self.app.name, items)
+            self._apply_page(notes, stats)
             stats.batches += 1
             position = notes[-1].id
             if len(notes) < self.batch_size:
                 return
+
+    def _apply_page(self, notes: Sequence[Any], stats: CatchUpStats) -> None:
+        """One page in one transaction; a page holding an event the view cannot apply is
+        applied an event at a time instead, setting aside each event that fails alone."""
+        entries = [self._decode(n) for n in notes]
+        if not any(isinstance(e, q.Quarantined) for e in entries):
+            try:
+                stats.events += self.view.apply_batch(self.app.name, entries)  # type: ignore[arg-type]
+            except Exception as error:
+                if not q.is_record_fault(error):
+                    raise
+            else:
+                return
+        for entry in entries:
+            if not isinstance(entry, q.Quarantined):
+                try:
+                    stats.events += self.view.apply_batch(self.app.name, [entry])
+                    continue
+                except Exception as error:
+                    if not q.is_record_fault(error):
+                        raise
+                    entry = q.of_event(self._key_of(), entry[0], entry[1], error)
+            stats.quarantined += self._view().quarantine(self.app.name, [entry])
+
+    def _decode(self, note: Any) -> Item | q.Quarantined:
+        try:
+            return (self.app.mapper.to_domain_event(note), note.id)
+        except Exception as error:  # decoding is pure: whatever it raises, it raises again
+            return q.of_stored(self._key_of(), note, error)
+
+    def _key_of(self) -> Any:
+        schema = getattr(self.view, "schema", None)
+        return schema.key_of if schema is not None else (lambda e: str(e.originator_id))
+
+    def _view(self) -> Any:
+        if not hasattr(self.view, "quarantine"):  # a view that cannot set an event aside
+            msg = f"{type(self.view).__name__} cannot set aside an event it cannot apply"
+            raise TypeError(msg)
+        return self.view
 
     def rebuild(self) -> CatchUpStats:
         """Replace the view's rows and position with a replay of every event.
@@ -119,7 +164,7 @@ class ProjectionHost:
             self.view.reset(self.app.name)
             return self.catch_up()
         stats, started = CatchUpStats(), time.perf_counter()
-        decoder = FastDecoder(self.app.mapper)
+        decoder = _TaggingDecoder(self.app.mapper)
 
         def pages() -> Iterator[list[Item]]:
             for items in read_pages(self.app, self.topics, page_size=REBUILD_PAGE,
@@ -127,11 +172,21 @@ class ProjectionHost:
                 stats.batches += 1
                 yield items
 
-        with _gc_paused():
-            stats.events = bulk(self.app.name, pages())
+        try:
+            with _gc_paused():
+                stats.events = bulk(self.app.name, pages())
+        except Exception as error:
+            if not q.is_bulk_fault(error):
+                raise
+            # An event the bulk path cannot apply (nothing of the rebuild was committed): the
+            # view is rebuilt by catch-up from empty, which sets aside exactly the events it
+            # cannot apply, in log order, the same ones on every rebuild of the same log.
+            self.view.reset(self.app.name)
+            stats.events = stats.batches = 0
         after = self.catch_up()
         stats.events += after.events
         stats.batches += after.batches
+        stats.quarantined += after.quarantined
         stats.seconds = time.perf_counter() - started
         return stats
 
@@ -142,6 +197,18 @@ class ProjectionHost:
         while deadline is None or time.monotonic() < deadline:
             self.catch_up()
             time.sleep(interval)
+
+
+class _TaggingDecoder(FastDecoder):
+    """A rebuild's decoder: an event that cannot be decoded raises `EventFaultError`, which
+    tells it from a failure of the read itself."""
+
+    def decode(self, originator_id: Any, originator_version: int, topic: str,
+               state: bytes) -> Any:
+        try:
+            return super().decode(originator_id, originator_version, topic, state)
+        except Exception as e:
+            raise q.EventFaultError(str(originator_id)) from e
 
 
 @contextlib.contextmanager

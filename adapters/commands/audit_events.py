@@ -4,6 +4,10 @@ A store can hold a row no read should have to trip over: a state garbled on disk
 names no class, or a value no view can hold (a NUL written before imports were checked, #17
 item 8). Reads name such a row when they meet it (`event_damaged`, adapters/store/damaged.py);
 this audit finds them all up front, in notification order, without stopping at the first.
+
+It also lists every event a view set aside because it could not apply it
+(`foundry.projections.quarantine`): such an event may decode (a value the view's database
+refuses), so the log scan alone would not name it; the view's row for it is not current.
 """
 
 from __future__ import annotations
@@ -34,8 +38,13 @@ def audit_events(_query: c.AuditEvents, services: CommandServices, _call: Call
     for log_name, app in (("recipes", services.recipes), ("runs", services.runs)):
         counts[log_name] = _scan(log_name, app, problems)
     shown = problems[:MAX_PROBLEMS]
-    return {"ok": not problems, "events": counts, "problems": shown,
-            "problemCount": len(problems), "truncated": len(problems) > len(shown)}
+    set_aside = [{"view": view_name, **r.as_dict()}
+                 for view_name, view in (("forge_recipes", services.recipe_view),
+                                         ("forge_artifacts", services.artifact_view))
+                 for r in view.quarantined()]
+    return {"ok": not problems and not set_aside, "events": counts, "problems": shown,
+            "problemCount": len(problems), "truncated": len(problems) > len(shown),
+            "quarantined": set_aside[:MAX_PROBLEMS], "quarantinedCount": len(set_aside)}
 
 
 def _scan(log_name: str, app: Application[Any], problems: list[dict[str, Any]]) -> int:
