@@ -7,6 +7,13 @@ SHA-256 (ES256). As in JOSE (RFC 7518 section 3.4) the signature value is the ra
 r||s, base64url without padding, not the DER form. `codeHash` is the content hash of the whole
 `integrity.code` block. All cryptography is the `cryptography` library's.
 
+The format fixes that payload, and `trustLevel` is not in it. So `trustLevel` is signed in an
+extension beside it, `integrity.trustLevelSignature` {algorithm, keyId, value}: ES256 by the
+same key over the JCS form of {alloyHash, signature (the payload signature's value),
+trustLevel}; naming the payload signature ties it to this one attestation. Readers that do not
+know the extension ignore it; the payload signature is unchanged. An artifact signed before
+the extension existed still verifies, and its trustLevel is reported as unsigned.
+
 A self-attested signature proves the signed fields were not changed since someone holding the
 key signed them; it proves nothing about the signer's honesty (see docs/attestation.md).
 """
@@ -84,6 +91,8 @@ UNSIGNED = "UNSIGNED"
 
 
 SELF_ATTESTED = "self-attested"  # the one trust level a signature here can establish
+TRUST_SIGNATURE = "trustLevelSignature"  # the integrity block's signed extension (see above)
+LEGACY_TRUST = "unsigned (signed before trustLevel was signed)"
 
 
 def _public_bytes(public_key: ec.EllipticCurvePublicKey, encoding: Encoding) -> bytes:
@@ -336,6 +345,7 @@ def sign_artifact(
     nonce = nonce if nonce is not None else secrets.token_urlsafe(16)
     payload = build_payload(artifact, model_hash=model_hash, attested_at=attested_at,
                             nonce=nonce, audience=audience, code_hash=content_hash(code))
+    value = sign_payload(payload, private_key)
     return {
         "trustLevel": SELF_ATTESTED,
         "code": code,
@@ -345,9 +355,17 @@ def sign_artifact(
         "nonce": nonce,
         "audience": audience,
         "signature": {"algorithm": ALGORITHM, "publicKey": key_info.public_key_pem,
-                      "value": sign_payload(payload, private_key), "keyId": key_info.key_id},
+                      "value": value, "keyId": key_info.key_id},
         "attestedAt": attested_at,
+        TRUST_SIGNATURE: {"algorithm": ALGORITHM, "keyId": key_info.key_id,
+                          "value": sign_payload(trust_payload(payload["alloyHash"], value,
+                                                              SELF_ATTESTED), private_key)},
     }
+
+
+def trust_payload(alloy_hash_: Any, signature_value: Any, trust_level: Any) -> dict[str, Any]:
+    """What `trustLevelSignature` covers (see the module docstring)."""
+    return {"alloyHash": alloy_hash_, "signature": signature_value, "trustLevel": trust_level}
 
 
 def receipt_payload(receipt: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,10 +538,36 @@ def verify(
                           "artifact is not signed" + ("" if absent_ok else
                                                       " and a signature is required"),
                           NO_SIGNATURE if absent_ok else "BROKEN"))
-    claimed = integrity.get("trustLevel") if isinstance(integrity, Mapping) else None
-    if integrity and claimed != SELF_ATTESTED:
-        # The format's signed payload has no trustLevel, and a signature can only ever show
-        # self-attestation: a stronger claim is one anybody could have typed in.
-        links.append(Link("trustLevel", False, SELF_ATTESTED, str(claimed),
-                          "not under the signature: only self-attestation can be verified"))
+    if integrity and isinstance(integrity, Mapping):
+        links += _trust_link(integrity, signature_ok=ok)
     return links
+
+
+def _trust_link(integrity: Mapping[str, Any], *, signature_ok: bool) -> list[Link]:
+    """The trustLevel link: signed by the extension (ok), changed since (BROKEN), or an
+    artifact signed before the extension (reported unsigned; self-attested was then the only
+    level written, so it is not a failure). A level other than self-attested is never ok: a
+    signature here can only ever show self-attestation."""
+    claimed = integrity.get("trustLevel")
+    extension = integrity.get(TRUST_SIGNATURE)
+    if claimed != SELF_ATTESTED:
+        return [Link("trustLevel", False, SELF_ATTESTED, str(claimed),
+                     "only self-attestation can be verified")]
+    if not signature_ok:  # the signature link already says what is wrong
+        return []
+    if extension is None:
+        return [Link("trustLevel", True, SELF_ATTESTED, str(claimed),
+                     "signed before trustLevel was signed: the claim is not covered by the "
+                     "signature", LEGACY_TRUST)]
+    signature = integrity.get("signature") or {}
+    key = serialization.load_pem_public_key(str(signature.get("publicKey", "")).encode())
+    signed = (isinstance(extension, Mapping) and extension.get("algorithm") == ALGORITHM
+              and extension.get("keyId") == signature.get("keyId")
+              and isinstance(key, ec.EllipticCurvePublicKey)
+              and _verify_raw(key, trust_payload(integrity.get("alloyHash"),
+                                                 signature.get("value"), claimed),
+                              str(extension.get("value", ""))))
+    return [Link("trustLevel", signed, SELF_ATTESTED, str(claimed),
+                 "trustLevel is signed by the artifact's key" if signed else
+                 "trustLevelSignature does not match: trustLevel or the signature was changed "
+                 "after signing")]

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import serialization
 
 from foundry.adapters.publishing import attestation
 from foundry.adapters.publishing.attestation import (
+    LEGACY_TRUST,
+    TRUST_SIGNATURE,
     Link,
     build_payload,
     code_attestation,
@@ -155,7 +157,8 @@ def test_the_keys_directory_is_overridden_by_foundry_keys_dir(tmp_path, monkeypa
 def test_a_signed_artifact_verifies_on_every_link(signed, model_dir):
     artifact, readme = signed
     links = verify(artifact, model_dir=model_dir, readme=readme)
-    assert [link.name for link in links] == ["alloyHash", "weights", "card", "signature"]
+    assert [link.name for link in links] == ["alloyHash", "weights", "card", "signature",
+                                             "trustLevel"]
     assert broken(links) == set(), links
 
 
@@ -317,3 +320,62 @@ def test_the_code_attestation_hashes_this_package_and_names_its_commit():
     assert code["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", code["commit"])
     assert code["environment"].startswith("Python ")
     assert content_hash(code) == content_hash(code_attestation())
+
+
+# trustLevel is signed (#17 item 3): in `integrity.trustLevelSignature`, an extension beside
+# the payload the alloy format fixes; a changed trustLevel breaks verify, and an artifact signed
+# before the extension existed still verifies, its trustLevel reported as unsigned.
+
+
+def _links(artifact: dict[str, Any], model_dir: Path, readme: Path) -> dict[str, Any]:
+    return {link.name: link for link in verify(artifact, model_dir=model_dir, readme=readme)}
+
+
+def test_a_new_signature_signs_the_trust_level(signed: tuple[dict[str, Any], Path],
+                                               model_dir: Path) -> None:
+    artifact, readme = signed
+    assert set(artifact["integrity"][TRUST_SIGNATURE]) == {"algorithm", "keyId", "value"}
+    Integrity.model_validate(artifact["integrity"])  # the alloy format's block still reads
+
+    links = _links(artifact, model_dir, readme)
+
+    assert all(link.ok for link in links.values()), links
+    assert links["trustLevel"].status == "ok"
+    assert "signed by the artifact's key" in links["trustLevel"].detail
+    assert links["card"].ok  # the card hash stays signed by the receipt's signature
+
+
+def test_a_changed_trust_level_breaks_verify(signed: tuple[dict[str, Any], Path],
+                                             model_dir: Path) -> None:
+    for level in ("verified", "enclave", None):
+        artifact = copy.deepcopy(signed[0])
+        artifact["integrity"]["trustLevel"] = level
+        assert broken(verify(artifact, model_dir=model_dir)) == {"trustLevel"}, level
+
+
+def test_a_trust_signature_moved_from_another_attestation_breaks_verify(
+        signed: tuple[dict[str, Any], Path], model_dir: Path, key_a: Any) -> None:
+    artifact = copy.deepcopy(signed[0])
+    private, info = key_a
+    other = attestation.sign_artifact(artifact, model_dir=model_dir, private_key=private,
+                                      key_info=info, attested_at="2026-06-01T00:00:00+00:00")
+    artifact["integrity"][TRUST_SIGNATURE] = other[TRUST_SIGNATURE]
+
+    links = _links(artifact, model_dir, signed[1])
+
+    assert broken(list(links.values())) == {"trustLevel"}
+    assert "does not match" in links["trustLevel"].detail
+
+
+def test_an_artifact_signed_before_trust_level_was_signed_still_verifies(
+        signed: tuple[dict[str, Any], Path], model_dir: Path) -> None:
+    artifact = copy.deepcopy(signed[0])
+    del artifact["integrity"][TRUST_SIGNATURE]  # exactly what sign_artifact wrote before
+
+    links = _links(artifact, model_dir, signed[1])
+
+    assert all(link.ok for link in links.values()), links
+    assert links["trustLevel"].status == LEGACY_TRUST == \
+        "unsigned (signed before trustLevel was signed)"
+    artifact["integrity"]["trustLevel"] = "verified"  # and a raised claim is still refused
+    assert broken(verify(artifact, model_dir=model_dir)) == {"trustLevel"}
