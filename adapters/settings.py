@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry.domain.errors import InvalidInputError
@@ -20,6 +20,34 @@ ENV_DISPATCHER = "FOUNDRY_DISPATCHER"
 ENV_FAKE_SLEEP = "FOUNDRY_FAKE_SLEEP"
 ENV_FAKE_FAIL_ON = "FOUNDRY_FAKE_FAIL_ON"
 EXECUTOR_KINDS = ("real", "fake")
+ENV_HUB_ENDPOINT = "HF_ENDPOINT"
+ENV_HUB_TOKEN = "HF_TOKEN"
+ENV_HUB_TIMEOUT = "FOUNDRY_HUB_TIMEOUT"
+DEFAULT_HUB = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Where `hf://` targets are published and with what credentials (adapters/publishing)."""
+
+    endpoint: str | None = None
+    """HF_ENDPOINT: a Hub, or anything speaking its API; None: huggingface.co."""
+    # repr=False: a Settings printed in a log line or a traceback never shows the secret.
+    token: str | None = field(default=None, repr=False)
+    """HF_TOKEN; None: huggingface_hub's stored login, looked up when a publish needs it."""
+    timeout_seconds: float = 60.0
+    """FOUNDRY_HUB_TIMEOUT: huggingface_hub's own client waits forever on a silent hub."""
+
+    @property
+    def base_url(self) -> str:
+        """The Hub's address, where a repo's page is `<base_url>/<org>/<repo>`."""
+        return (self.endpoint or DEFAULT_HUB).rstrip("/")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HubSettings:
+        return cls(endpoint=env.get(ENV_HUB_ENDPOINT) or None,
+                   token=env.get(ENV_HUB_TOKEN) or None,
+                   timeout_seconds=_timeout(env, ENV_HUB_TIMEOUT, default=60.0))
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,8 @@ class Settings:
     fake_fail_on: str | None = None
     dispatcher: str = "in-process"
     """How forge/run gets a run executed: `in-process` or `ray` (adapters/runs/launch.py)."""
+    hub: HubSettings = field(default_factory=HubSettings)
+    """Publishing to a Hub: endpoint, token, timeout."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +80,7 @@ class Settings:
             fake_fail_on=env.get(ENV_FAKE_FAIL_ON) or None,
             # Checked when a run first needs it, so that data/* works whatever it says.
             dispatcher=env.get(ENV_DISPATCHER) or "in-process",
+            hub=HubSettings.from_env(env),
         )
 
 
@@ -61,4 +92,15 @@ def _seconds(env: Mapping[str, str], name: str) -> float:
         raise InvalidInputError(name, f"must be a number of seconds, got {raw!r}") from None
     if not 0 <= value < 86_400:
         raise InvalidInputError(name, f"must be between 0 and 86400 seconds, got {raw!r}")
+    return value
+
+
+def _timeout(env: Mapping[str, str], name: str, *, default: float) -> float:
+    """A positive number of seconds (unset or empty: `default`)."""
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    value = _seconds(env, name)
+    if value <= 0:
+        raise InvalidInputError(name, f"must be more than 0 seconds, got {raw!r}")
     return value

@@ -151,7 +151,9 @@ class EntityHistory(Frozen):
 # characters, alphanumeric at both ends), so the Ray dispatcher can select nodes by it.
 _NODE_NAME = r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?"
 HARDWARE_NODE = rf"^(any|{_NODE_NAME}@(any|{_NODE_NAME}))$"
-PUBLISH_TARGET = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|file:///\S+)$"
+_HUB_REPO = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+# `?gguf=separate|<org>/<name>`: the GGUF tiers in a repo of their own (publishing/gguf_repo.py)
+PUBLISH_TARGET = rf"^(hf://{_HUB_REPO}(\?gguf=(separate|{_HUB_REPO}))?|file:///\S+)$"
 
 
 _HUB_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"

@@ -4,16 +4,19 @@ The only module that catches huggingface_hub's errors: each becomes a `PublishEr
 HTTP status and the hub's request id. Every string that comes back from the hub (messages,
 headers such as X-Request-Id, the repo URL) is scrubbed of the token here, at the boundary,
 before it can reach an event, a view, a log or an envelope: a hub (or a proxy in front of it)
-may echo the Authorization header anywhere.
+may echo the Authorization header anywhere. Endpoint, token and timeout come in as the
+`HubSettings` bootstrap read when the Foundry opened; nothing here reads the environment.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundry.domain.errors import FoundryError
+
+if TYPE_CHECKING:
+    from foundry.adapters.settings import HubSettings
 
 
 class PublishError(FoundryError):
@@ -29,11 +32,14 @@ class PublishError(FoundryError):
         super().__init__(f"publish to {target} failed{detail}: {message}")
 
 
-def hub_token() -> str | None:
-    """The token from HF_TOKEN, else from `huggingface_hub` login; never logged or stored."""
+def hub_token(hub: HubSettings) -> str | None:
+    """The token HF_TOKEN held when the Foundry opened, else `huggingface_hub`'s stored login
+    (read only when a publish needs it); never logged or stored."""
+    if hub.token:
+        return hub.token
     from huggingface_hub import get_token
 
-    return os.environ.get("HF_TOKEN") or get_token()
+    return get_token()
 
 
 def scrub(text: str, token: str | None) -> str:
@@ -51,31 +57,33 @@ def _scrub_optional(text: str | None, token: str | None) -> str | None:
     return None if text is None else scrub(text, token)
 
 
-def _client_with_timeout() -> Any:
+def _client_factory(seconds: float) -> Any:
     """huggingface_hub's default client waits forever; a hub that stops answering must not
-    hang a publish. FOUNDRY_HUB_TIMEOUT seconds (default 60)."""
+    hang a publish: its clients time out after `seconds` (FOUNDRY_HUB_TIMEOUT, default 60)."""
     import httpx2
     from huggingface_hub.utils._http import default_client_factory
 
-    client = default_client_factory()
-    client.timeout = httpx2.Timeout(float(os.environ.get("FOUNDRY_HUB_TIMEOUT") or 60))
-    return client
+    def build() -> Any:
+        client = default_client_factory()
+        client.timeout = httpx2.Timeout(seconds)
+        return client
+
+    return build
 
 
 def upload_to_hub(repo_id: str, folder: Path, card_files: tuple[str, ...], *,
-                  private: bool = False) -> str:
+                  hub: HubSettings, private: bool = False) -> str:
     """create_repo(exist_ok) + one commit of everything but the cards, then the cards last.
     Returns the repo URL."""
     import httpx2
     from huggingface_hub import HfApi, set_client_factory
     from huggingface_hub.errors import HfHubHTTPError
 
-    set_client_factory(_client_with_timeout)
+    set_client_factory(_client_factory(hub.timeout_seconds))
 
-    token = hub_token()
+    token = hub_token(hub)
     target = f"hf://{repo_id}"
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token,
-                library_name="foundry")
+    api = HfApi(endpoint=hub.endpoint, token=token, library_name="foundry")
     try:
         url = api.create_repo(repo_id, exist_ok=True, private=private)
         api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=list(card_files),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from foundry.adapters.settings import Settings
     from foundry.adapters.store.blobs import BlobStore
     from foundry.adapters.store.forge_runs import ForgeRuns
     from foundry.adapters.store.recipe_book import RecipeBook
@@ -13,8 +14,10 @@ if TYPE_CHECKING:
 
 
 class PublishServices(Protocol):
-    """The stores, the artifact view and the blob store."""
+    """The stores, the artifact view, the blob store and the settings read at open."""
 
+    @property
+    def settings(self) -> Settings: ...
     @property
     def recipes(self) -> RecipeBook: ...
     @property

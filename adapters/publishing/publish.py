@@ -17,6 +17,14 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from foundry.adapters.clock import utc_now
+from foundry.adapters.publishing.cards import card_hash
+from foundry.adapters.publishing.gguf_repo import (
+    HUB_SCHEME,
+    HubTarget,
+    gguf_link,
+    gguf_readme,
+    parse_hub_target,
+)
 from foundry.adapters.publishing.hub import PublishError, upload_to_hub
 from foundry.adapters.publishing.safe_files import (
     check_target_dir,
@@ -32,6 +40,7 @@ from foundry.domain.errors import InvalidInputError, RunStateError
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices as Foundry
+    from foundry.adapters.settings import HubSettings
 
 CARD_FILES = ("README.md", "MODEL_METHODOLOGY.md")
 
@@ -64,50 +73,134 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
     run = foundry.runs.get_run(run_id)
     run.check_publishable(forced=force, force_reason=reason)  # before anything is uploaded
     check_target(target)
-    from foundry.adapters.publishing.cards import card_hash, render_cards
-
+    hub = foundry.settings.hub
     artifact = publishable_artifact(run.state)
     # Before anything is uploaded: a derived model keeps its base's license unless the
     # recipe overrides it with a reason (source_license.py). --force is for the gate only.
     check_license(foundry, run.state, artifact)
     # A recipe name is a user string: reduced to a plain file name, it cannot leave the folder.
     name = safe_file_name(str(artifact.get("recipeName") or ""), fallback="artifact")
-    cards = render_cards(artifact)
-    digest, at, url = card_hash(cards["README.md"]), utc_now(), target_url(target)
-    # The published alloy carries its receipt, so `foundry verify FILE` can check the card
-    # next to it offline; the same receipt is recorded in the Published event below.
-    receipt: dict[str, Any] = {
-        "publications": [{"target": target, "url": url, "publishedAt": at}],
-        "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}
-    signature = _receipt_signature(artifact, receipt)
-    if signature is not None:
-        receipt["signature"] = signature
-    published = {**artifact, "receipt": receipt}
+    split = parse_hub_target(target) if target.startswith(HUB_SCHEME) else None
+    gguf_target = split.gguf_target if split else None
+    main_target = split.model_target if split else target
+    at = utc_now()
     with tempfile.TemporaryDirectory(prefix="foundry-publish-") as tmp:
-        folder = Path(tmp)
+        folder, gguf_folder = Path(tmp) / "model", Path(tmp) / "gguf"
+        folder.mkdir()
         files = stage_files(foundry, run.state, folder)
         staged = list(files)  # the weights, tiers and model files: the statement's subjects
+        ggufs = _move_ggufs(folder, gguf_folder, files) if gguf_target else []
+        files = [f for f in files if f not in ggufs]
+        cards = _cards(foundry, run.state, artifact, hub.base_url, split, ggufs)
+        pubs = [{"target": t, "url": target_url(t, hub)}
+                for t in (gguf_target, main_target) if t and (t != gguf_target or ggufs)]
+        digest, url = card_hash(cards["README.md"]), pubs[-1]["url"]
+        # The published alloy carries its receipt, so `foundry verify FILE` can check the
+        # card next to it offline; the same receipt is recorded in the Published events below.
+        receipt: dict[str, Any] = {
+            "publications": [{**p, "publishedAt": at} for p in pubs],
+            "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}
+        signature = _receipt_signature(artifact, receipt)
+        if signature is not None:
+            receipt["signature"] = signature
+        published = {**artifact, "receipt": receipt}
         (folder / f"{name}.alloy.json").write_text(
             json.dumps(published, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         for card, text in cards.items():
-            (folder / card).write_text(text, encoding="utf-8")
+            if card in CARD_FILES:
+                (folder / card).write_text(text, encoding="utf-8")
         files += [f"{name}.alloy.json", *CARD_FILES]
         # OpenSSF model signature and in-toto/SLSA provenance (#14), with the seal's key.
         from foundry.adapters.publishing.model_signing import sign_folder
         from foundry.adapters.store.blobs import hash_file
 
         files += sign_folder(folder, run.state, artifact,
-                             {f: hash_file(folder / f)[0] for f in staged})
-        try:
-            _upload(target, folder)
-        except PublishError as e:
-            _record_failure(foundry, run_id, target, e)
-            raise
+                             {f: hash_file(folder / f)[0] for f in staged if f not in ggufs})
+        _upload_or_record(foundry, run_id, target, main_target, folder, hub)
+        if gguf_target and ggufs:
+            (gguf_folder / "README.md").write_text(cards[GGUF_CARD], encoding="utf-8")
+            _upload_ggufs(foundry, run_id, gguf_target, gguf_folder, hub, at=at,
+                          main=(main_target, url, files, digest, force, reason))
+    if len(pubs) > 1:  # the GGUF repo's first: the receipt's cardHash is the last one's
+        gguf_pub, gguf_hash = pubs[0], card_hash(cards[GGUF_CARD])
+        foundry.runs.record(run_id, lambda r: r.record_publication(
+            target=gguf_pub["target"], url=gguf_pub["url"], files=[*ggufs, "README.md"],
+            card_hash=gguf_hash, forced=force, force_reason=reason, at=at))
     foundry.runs.record(run_id, lambda r: r.record_publication(
-        target=target, url=url, files=files, card_hash=digest, forced=force,
+        target=main_target, url=url, files=files, card_hash=digest, forced=force,
         force_reason=reason, at=at))
-    return {"runId": str(run_id), "target": target, "url": url, "files": files,
-            "cardHash": digest, "forced": force}
+    result = {"runId": str(run_id), "target": target, "url": url, "files": files,
+              "cardHash": digest, "forced": force}
+    if len(pubs) > 1:
+        result["gguf"] = {"target": pubs[0]["target"], "url": pubs[0]["url"],
+                          "files": [*ggufs, "README.md"]}
+    return result
+
+
+GGUF_CARD = "gguf/README.md"
+
+
+def _cards(foundry: Foundry, state: run_state.State, artifact: dict[str, Any], hub_url: str,
+           split: HubTarget | None, ggufs: list[str]) -> dict[str, str]:
+    """README.md and MODEL_METHODOLOGY.md; a chain's base_model and note; the GGUF repo's
+    README and the parent's link to it when the tiers go to a repo of their own."""
+    from foundry.adapters.publishing.cards import render_cards
+    from foundry.adapters.publishing.chain import chain_base, with_base_model
+
+    cards = render_cards(artifact)
+    chain = chain_base(foundry, state, hub_url=hub_url)
+    if chain is not None:  # forged from another artifact: its repo is the base (chain.py)
+        readme = cards["README.md"]
+        if chain.base_model:
+            readme = with_base_model(readme, artifact, chain.base_model)
+        cards["README.md"] = f"{readme}\n## Lineage\n\n{chain.note}\n"
+    if split is not None and split.gguf_repo and ggufs:
+        gguf_url = f"{hub_url}/{split.gguf_repo}"
+        cards["README.md"] += gguf_link(split.gguf_repo, gguf_url, ggufs)
+        hashes = {f["path"]: f["sha256"] for s in run_state.completed_stages(state)
+                  for f in s["files"] if f["path"] in ggufs}
+        cards[GGUF_CARD] = gguf_readme(artifact, split.repo, f"{hub_url}/{split.repo}", hashes)
+    return cards
+
+
+def _move_ggufs(folder: Path, dest: Path, files: list[str]) -> list[str]:
+    dest.mkdir()
+    ggufs = [f for f in files if f.endswith(".gguf")]
+    for name in ggufs:
+        (folder / name).rename(dest / name)
+    return ggufs
+
+
+def _upload_or_record(foundry: Foundry, run_id: UUID, target: str, upload_target: str,
+                      folder: Path, hub: HubSettings) -> None:
+    try:
+        _upload(upload_target, folder, hub)
+    except PublishError as e:
+        _record_failure(foundry, run_id, target, e)
+        raise
+
+
+def _upload_ggufs(foundry: Foundry, run_id: UUID, gguf_target: str, folder: Path,
+                  hub: HubSettings, *, at: str,
+                  main: tuple[str, str, list[str], str, bool, str]) -> None:
+    """The second repo. When it fails the first is already public: that publication is
+    recorded as what it is, the failure as a PublishFailed naming the repo and its files,
+    and the error says both, so no caller mistakes half a publication for a whole one."""
+    try:
+        upload_to_hub(gguf_target.removeprefix(HUB_SCHEME), folder, ("README.md",), hub=hub)
+    except PublishError as e:
+        target, url, files, digest, forced, reason = main
+        foundry.runs.record(run_id, lambda r: r.record_publication(
+            target=target, url=url, files=files, card_hash=digest, forced=forced,
+            force_reason=reason, at=at))
+        names = sorted(p.name for p in folder.iterdir())
+        partial = PublishError(
+            gguf_target, f"{e}. The GGUF tiers ({', '.join(names)}) were not published to "
+            f"{gguf_target}; {target} was published ({', '.join(files)}) and its card links to "
+            f"{gguf_target}: publish again to send both", status=e.status,
+            request_id=e.request_id, kind=e.kind)
+        _record_failure(foundry, run_id, gguf_target, partial)
+        raise partial from None
 
 
 def _receipt_signature(artifact: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any] | None:
@@ -129,7 +222,9 @@ def check_target(target: str) -> None:
     /sys or /dev."""
     if target.startswith("file://"):
         check_target_dir(_directory_of(target), "target")
-    elif not target.startswith("hf://"):
+    elif target.startswith(HUB_SCHEME):
+        parse_hub_target(target)
+    else:
         raise InvalidInputError("target", "must be hf://<org>/<repo> or file:///<dir>")
 
 
@@ -140,21 +235,18 @@ def _directory_of(target: str) -> Path:
     return Path(path)
 
 
-def target_url(target: str) -> str:
+def target_url(target: str, hub: HubSettings) -> str:
     """Where people find a publication: the directory's file URI, or the hub repo page."""
     if target.startswith("file://"):
         return Path(unquote(urlsplit(target).path)).resolve().as_uri()
-    import os
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return f"{endpoint}/{target.removeprefix('hf://')}"
+    return f"{hub.base_url}/{parse_hub_target(target).repo}"
 
 
-def _upload(target: str, folder: Path) -> str:
+def _upload(target: str, folder: Path, hub: HubSettings) -> str:
     if target.startswith("file://"):
         return _publish_to_directory(_directory_of(target), folder)
-    if target.startswith("hf://"):
-        return upload_to_hub(target.removeprefix("hf://"), folder, CARD_FILES)
+    if target.startswith(HUB_SCHEME):
+        return upload_to_hub(parse_hub_target(target).repo, folder, CARD_FILES, hub=hub)
     raise InvalidInputError("target", "must be hf://<org>/<repo> or file:///<dir>")
 
 

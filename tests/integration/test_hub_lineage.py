@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def test_a_forged_cards_lineage_round_trips_through_the_local_hub_and_model_card(
-        foundry: Any, recipe_data: dict[str, Any], hub: Any, tmp_path: Path) -> None:
+        hub: Any, foundry: Any, recipe_data: dict[str, Any], tmp_path: Path) -> None:
     from foundry.adapters.publishing.hub import upload_to_hub
     from foundry.adapters.publishing.publish import publishable_artifact
 
@@ -40,7 +40,8 @@ def test_a_forged_cards_lineage_round_trips_through_the_local_hub_and_model_card
     folder.mkdir()
     for name, text in render_cards(artifact).items():
         (folder / name).write_text(text, encoding="utf-8")
-    upload_to_hub("org/lineage", folder, ("README.md", "MODEL_METHODOLOGY.md"))
+    upload_to_hub("org/lineage", folder, ("README.md", "MODEL_METHODOLOGY.md"),
+                  hub=foundry.settings.hub)
 
     card = ModelCard(hub.files("org/lineage")["README.md"].decode("utf-8"))
     assert card.data.base_model == "acme/tiny-base"

@@ -178,7 +178,7 @@ def test_forge_run_with_a_publish_target_publishes_once_the_run_completed(
 # --- publishing to the Hub -------------------------------------------------------------------
 
 def test_publishing_to_the_hub_sends_the_same_files_in_two_commits_cards_last(
-        foundry, recipe, hub, tmp_path):
+        hub, foundry, recipe, tmp_path):
     run = forged(foundry, recipe)
     before = read_artifact(foundry, run["runId"])
     ok(publish(foundry, run["artifactId"], f"file://{tmp_path / 'out'}"))
@@ -217,7 +217,7 @@ def test_publishing_to_the_hub_sends_the_same_files_in_two_commits_cards_last(
 
 
 def test_a_directory_publish_after_a_hub_publish_writes_the_same_file_set(
-        foundry, recipe, hub, tmp_path):
+        hub, foundry, recipe, tmp_path):
     run = forged(foundry, recipe)
     before = read_artifact(foundry, run["runId"])
     ok(publish(foundry, run["artifactId"], f"hf://{REPO}"))
@@ -287,7 +287,7 @@ HUB_ERRORS = {
 
 @pytest.mark.parametrize("case", list(HUB_ERRORS))
 def test_a_hub_error_is_recorded_leaves_the_run_sealed_and_a_retry_publishes(
-        foundry, recipe, hub, case):
+        hub, foundry, recipe, case):
     prefix, status = HUB_ERRORS[case]
     run = forged(foundry, recipe)
     run_id = run["runId"]
@@ -354,7 +354,7 @@ def event_payloads(foundry: Any, run_id: str) -> bytes:
 
 
 def test_the_hub_token_is_never_stored_logged_or_published(
-        foundry, recipe, hub, tmp_path, store_url, capsys, caplog):
+        hub, foundry, recipe, tmp_path, store_url, capsys, caplog):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="huggingface_hub")
     hf_logger = logging.getLogger("huggingface_hub")

@@ -146,7 +146,7 @@ pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def test_a_hub_echoing_the_token_in_every_response_field_leaks_it_nowhere(
-        foundry: Any, recipe_data: dict[str, Any], hub: Any, tmp_path: Path, store_url: str,
+        hub: Any, foundry: Any, recipe_data: dict[str, Any], tmp_path: Path, store_url: str,
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     recipe_data["source"]["baseModel"] = "fake://tiny"
