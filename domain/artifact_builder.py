@@ -38,6 +38,7 @@ def build_artifact(state: run_state.State) -> dict[str, Any]:
     metrics = _merged_metrics(stages)
     started = state["attempts"][0]["startedAt"] if state["attempts"] else None
     duration = _minutes(started, state["sealedAt"])
+    verified, dropped = hardware_verified(state, stages)
     artifact: dict[str, Any] = {
         "id": artifact_id(state["runId"]),
         "recipeId": state["recipeId"],
@@ -47,10 +48,12 @@ def build_artifact(state: run_state.State) -> dict[str, Any]:
         "forgedAt": state["sealedAt"],
         "hardwareNode": state["hardwareNode"],
         "durationMinutes": duration,
-        "hardwareVerified": [hv for s in stages for hv in s["metrics"].get("hardwareVerified", [])],
+        "hardwareVerified": verified,
         "results": _results(state, metrics, duration),
         "provenance": _provenance(state, stages),
     }
+    if dropped:  # said where a reader of the provenance looks, never silently lost
+        artifact["provenance"]["hardwareClaimsDropped"] = dropped
     if "params" in metrics:
         artifact["forgedParamsB"] = round(metrics["params"] / 1e9, 6)
     if "activeParams" in metrics:  # a mixture of experts: what one token goes through
@@ -62,6 +65,35 @@ def build_artifact(state: run_state.State) -> dict[str, Any]:
     artifact["receipt"] = _receipt(state)
     artifact["integrity"] = state.get("integrity")
     return {k: v for k, v in artifact.items() if v is not None}
+
+
+def _device_kind(device: Any) -> str:
+    """`cuda:1` -> `cuda`: a claim names the kind of device a stage ran on."""
+    return str(device or "").split(":", 1)[0].strip().lower()
+
+
+def hardware_verified(state: run_state.State, stages: list[dict[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the stages' hardwareVerified claims for devices the run used, the others).
+
+    A stage ran on the device of the attempt that ran it (recorded by the orchestrator in
+    `Started`, not claimed by the executor), and on its worker's CPU, which every worker has
+    and llama.cpp falls back to. A claim for any other device is not the run's to make: it is
+    kept out of hardwareVerified and listed in the provenance instead, never invented.
+    """
+    devices = {a["attempt"]: _device_kind(a.get("device")) for a in state["attempts"]}
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    for record in stages:
+        used = {"cpu", devices.get(record.get("attempt"), "cpu")}
+        for claim in record["metrics"].get("hardwareVerified", []):
+            if _device_kind(claim.get("device")) in used:
+                kept.append(claim)
+            else:
+                dropped.append({"cycle": record["cycle"], "index": record["index"],
+                                "device": claim.get("device"), "format": claim.get("format"),
+                                "why": f"the stage ran on {', '.join(sorted(used))}"})
+    return kept, dropped
 
 
 def _receipt(state: run_state.State) -> dict[str, Any] | None:
