@@ -2,6 +2,11 @@
 
 These were CLI-only verbs that reached into internals; as commands they are in the Python
 API, `foundry exec` and (later) HTTP, and every failure of theirs is an envelope.
+
+Verifying a stored run also checks its events (the `events` link): the artifact is rebuilt
+from the run's stored events, as `audit replay` does, and compared with the artifact view's
+document and with the alloyHash sealed in the events; each difference is named by its field.
+A tampered event then fails `verify` too, not only `audit replay`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from foundry.domain.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from foundry.adapters.commands.ports import Call, CommandServices
+    from foundry.adapters.publishing.attestation import Link
 
 Result = dict[str, Any]
 # A published .alloy.json is tens of KB; a file far bigger is not one (or is /dev/zero).
@@ -49,6 +55,7 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
     path = Path(cmd.subject)
     readme = Path(cmd.readme) if cmd.readme else None
     blobs = None  # a file stands alone; a stored run's blobs are checked too
+    events: Link | None = None  # and a stored run's events
     if path.is_file():
         artifact = _read_json_object(path, "subject")
         readme = readme or recorded_card(path, artifact)
@@ -59,16 +66,64 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
         state = services.runs.get_run(run_of(services, parse_uuid(cmd.subject, "subject"))).state
         artifact = {**publishable_artifact(state), "receipt": build_artifact(state).get("receipt")}
         blobs = services.blobs
+        events = events_link(services, str(state["runId"]))
     model_dir = Path(cmd.model_dir) if cmd.model_dir else None
     if model_dir is not None and not model_dir.is_dir():
         raise InvalidInputError("modelDir", f"{model_dir} is not a directory")
     links = verify(artifact, model_dir=model_dir, readme=readme,
                    trusted_key_ids=set(cmd.trust) or None, blobs=blobs,
                    require_signature=cmd.require_signature)
+    if events is not None:
+        links.append(events)
     return {"ok": all(link.ok for link in links),
             "links": [{"name": link.name, "ok": link.ok, "status": link.status,
                        "expected": link.expected, "found": link.found, "detail": link.detail}
                       for link in links]}
+
+
+def events_link(services: CommandServices, run_id: str) -> Link:
+    """The run's artifact rebuilt from its stored events against the view's document and the
+    sealed alloyHash (what `audit replay` compares); a damaged event is `event_damaged`."""
+    from foundry.adapters.publishing.attestation import Link
+    from foundry.domain.artifact_builder import alloy_hash, artifact_id
+    from foundry.projections.artifacts.view import fold
+    from foundry.projections.quarantine import QuarantinedRecordError
+
+    services.artifact_host.catch_up()
+    row: dict[str, Any] | None = None
+    for stored in services.runs.recorder.select_events(parse_uuid(run_id, "subject")):
+        row = fold(row, services.runs.mapper.to_domain_event(stored))
+    if row is None:  # get_run found the run: it has events
+        msg = f"run {run_id} has no events"
+        raise LookupError(msg)
+    replayed = row["doc"]
+    problems: list[str] = []
+    try:
+        view_row = services.artifact_view.get(artifact_id(run_id))
+    except QuarantinedRecordError as e:  # the view set one of its events aside
+        view_row, problems = None, [str(e)]
+    if view_row is None and not problems:
+        problems.append("the artifact view has no row for this run")
+    elif view_row is not None:
+        problems += [f"{d} (view vs events)" for d in differences(view_row["doc"], replayed)]
+    sealed = (row.get("state") or {}).get("alloyHash")
+    if sealed and alloy_hash(replayed) != sealed:
+        problems.append(f"alloyHash: sealed {sealed}, the events give {alloy_hash(replayed)}")
+    return Link("events", not problems, sealed or "the view's document",
+                "; ".join(problems[:20]) or "as recorded",
+                "the view and the sealed alloyHash match the run's events" if not problems
+                else "the run's events differ from what was recorded")
+
+
+def differences(view: Any, events: Any, path: str = "") -> list[str]:
+    """Each field path at which two documents differ, with both values."""
+    if isinstance(view, dict) and isinstance(events, dict):
+        return [d for k in sorted(set(view) | set(events))
+                for d in differences(view.get(k), events.get(k), f"{path}.{k}" if path else k)]
+    if isinstance(view, list) and isinstance(events, list) and len(view) == len(events):
+        return [d for i, (a, b) in enumerate(zip(view, events, strict=True))
+                for d in differences(a, b, f"{path}[{i}]")]
+    return [] if view == events else [f"{path or '<root>'}: view {view!r}, events {events!r}"]
 
 
 def recorded_card(path: Path, artifact: dict[str, Any]) -> Path | None:

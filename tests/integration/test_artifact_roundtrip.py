@@ -53,7 +53,8 @@ def test_forge_publish_import_elsewhere_verify_gives_the_same_artifact(
     # The published file verifies as it lies there (its card recorded by the receipt).
     verified = ok(second.execute("artifact/verify", {"subject": str(published)}))
     assert verified["ok"], verified
-    assert {link["name"] for link in verified["links"]} == {"alloyHash", "card", "signature"}
+    assert {link["name"] for link in verified["links"]} == {"alloyHash", "card", "signature",
+                                                            "trustLevel"}
 
     imported = ok(second.execute("alloy/import", {"paths": [str(published)]}))
     [report] = imported["imported"]
