@@ -2,9 +2,9 @@
 the card's `base_model` is the Hub repo that artifact was published to.
 
 A run's source is a Foundry artifact when the source folder it resolved holds that artifact's
-`.alloy.json` (a `file://` publication or `foundry export-alloy` beside the weights leaves one)
-**and** every model file of the artifact's last stage, with the hash its provenance records:
-the alloy alone would let any folder claim any parent. The parent's repo comes from its
+`.alloy.json` (as a `file://` publication of it leaves one) **and** every model file of the
+artifact's last stage, with the hash its provenance records: the alloy alone would let any
+folder claim any parent. The parent's repo comes from its
 Published events (the newest `hf://` one); a parent never published to a Hub leaves the
 original model id (the parent's own base, followed up its chain) and a line that says so.
 """
