@@ -108,3 +108,19 @@ class RunEndedError(RunStateError):
     """Raised when anything happens to a run that has completed, failed or been cancelled."""
 
     code = "run_ended"
+
+
+class NameTakenError(InvalidInputError):
+    """Raised when a recipe would take a name that another live recipe holds."""
+
+    code = "name_taken"
+
+    def __init__(self, name: str, holder_id: str, *, field: str = "data.name"):
+        self.name, self.holder_id = name, holder_id
+        super().__init__(
+            field, f"{name!r} is the name of the live recipe {holder_id}; names are unique "
+            "among live recipes: choose another, or delete (archive) that recipe first",
+            details=[{"field": field, "rule": "unique among live recipes",
+                      "recipeId": holder_id}])
+        # In the envelope next to `errors`: which recipe holds the name.
+        self.envelope_fields = {"conflictingRecipeId": holder_id}

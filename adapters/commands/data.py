@@ -170,8 +170,12 @@ def recipe_fork(cmd: c.ForkRecipe, services: CommandServices, _call: Call) -> Re
                  lambda prior: prior.get("parentRecipeId") == str(parent_id))
     parent = services.recipes.get_recipe(parent_id).data
     overrides = validate_recipe({**parent, **cmd.data})
+    # The inherited name is the parent's own, so it is taken: the child gets the first free
+    # "<name> (n)" and the result says so (renamedFrom). A name given here is the caller's
+    # choice: refused if taken, like data/create.
     result = services.recipes.fork_recipe(
-        parent_id, overrides, author=cmd.author, command_id=cmd.command_id
+        parent_id, overrides, author=cmd.author, command_id=cmd.command_id,
+        free_name="name" not in cmd.data,
     )
     return {**result, "data": _read_item(services, result["id"])}
 

@@ -64,6 +64,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "version_pinned": 409,
     "archived": 409,
     "already_exists": 409,
+    "name_taken": 409,  # another live recipe holds the name
     "illegal_transition": 409,
     "run_ended": 409,
     "command_conflict": 409,

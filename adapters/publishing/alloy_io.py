@@ -25,6 +25,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from foundry.adapters.clock import utc_now
 from foundry.adapters.publishing.artifact_form import import_artifact, is_artifact_form
 from foundry.adapters.publishing.safe_files import read_regular_file
+from foundry.adapters.store.recipe_book import renamed
 from foundry.domain.errors import InvalidInputError
 from foundry.domain.storable import check_size, check_storable
 from foundry.domain.validation import validate_model
@@ -117,9 +118,9 @@ def import_alloy(foundry: Foundry, path: Path) -> dict[str, Any]:
     reason = "imported from " + path.name + ("; " + "; ".join(notes) if notes else "")
     created = foundry.recipes.create_recipe(
         recipe, recipe_id=None, author=str(recipe.get("author", "")),
-        command_id=f"import-alloy:{digest}", reason=reason)
+        command_id=f"import-alloy:{digest}", reason=reason, free_name=True)
     result: dict[str, Any] = {"file": str(path), "recipeId": created["id"],
-                              "migrations": notes, "runId": None}
+                              "migrations": notes, "runId": None, **renamed(created)}
     if artifact_fields:
         result["runId"] = _import_run(foundry, UUID(created["id"]), artifact_fields, path,
                                       digest)

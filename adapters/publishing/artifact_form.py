@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from foundry.adapters.store.recipe_book import renamed
 from foundry.domain.artifact_builder import alloy_hash, artifact_id
 from foundry.domain.errors import InvalidInputError, RecipeNotFoundError, RunNotFoundError
 from foundry.domain.validation import validate_model
@@ -118,7 +119,8 @@ def import_artifact(foundry: Foundry, data: dict[str, Any], path: Path,
     created = foundry.recipes.create_recipe(
         recipe, recipe_id=recipe_id, author=str(recipe.get("author", "")),
         command_id=command_id,
-        reason=f"imported from the artifact {file_name}" + "".join("; " + n for n in notes))
+        reason=f"imported from the artifact {file_name}" + "".join("; " + n for n in notes),
+        free_name=True)
     stored = foundry.recipes.get_recipe(UUID(created["id"]))
     fields = copy.deepcopy(data)
     run, fresh = foundry.runs.request_run(
@@ -130,4 +132,4 @@ def import_artifact(foundry: Foundry, data: dict[str, Any], path: Path,
         foundry.runs.record(run_id, lambda r: r.record_import(
             fields=fields, source_file=file_name, file_sha256=f"sha256:{digest}", at=utc_now()))
     return {"file": str(path), "recipeId": created["id"], "runId": str(run_id),
-            "migrations": notes, "form": "artifact"}
+            "migrations": notes, "form": "artifact", **renamed(created)}

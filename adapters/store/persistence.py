@@ -25,7 +25,9 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, as_bytes
 
+from foundry.domain.errors import NameTakenError
 from foundry.projections.inline import InlineProjection
+from foundry.projections.recipes.names import holder_sql_postgres, holder_sql_sqlite
 
 
 class SQLiteCommandRecorder(SQLiteApplicationRecorder):
@@ -51,8 +53,21 @@ class SQLiteCommandRecorder(SQLiteApplicationRecorder):
             )
         ids = super()._insert_events(c, stored_events, **kwargs)
         if self.inline is not None and ids:
+            # After the events' INSERT: this transaction holds the write lock, so no other
+            # writer can take the name between the check and the commit.
+            self._check_name_claim(c, kwargs.get("name_claim"))
             self.inline.write(self, c, stored_events, ids)
         return ids
+
+    def _check_name_claim(self, c: SQLiteCursor, claim: tuple[str, str] | None) -> None:
+        """Refuse (roll back) a save that gives a live recipe a name another live recipe
+        holds (foundry.projections.recipes.names)."""
+        if claim is None or self.inline is None:
+            return
+        c.execute(holder_sql_sqlite(self.inline.view.table), claim)
+        row = c.fetchone()
+        if row is not None:
+            raise NameTakenError(claim[0], str(row[0]))
 
     def command_result(self, command_id: str) -> dict[str, Any] | None:
         """The stored result of an already executed command, or None."""
@@ -85,6 +100,7 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
             self.insert_events_statement)
         self._notify_statement = as_bytes(
             SQL("NOTIFY {0}").format(Identifier(self.channel_name)))
+        self._name_check_statement: bytes | None = None
         self._insert_command_statement = as_bytes(
             SQL("INSERT INTO {} VALUES (%s, %s)").format(self.commands_table))
 
@@ -114,8 +130,10 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
                     with conn.cursor() as events:
                         self._insert_stored_events(events, stored_events, **kwargs)
                         reads = self.inline.read_postgres(conn, stored_events)
+                        name_check = self._queue_name_check(conn, kwargs.get("name_claim"))
                         pipeline.sync()  # a duplicate key is an IntegrityError here
                         ids = self._fetch_ids_after_insert_events(events, stored_events)
+                    self._refuse_taken_name(name_check, kwargs.get("name_claim"))
                     self.inline.write_postgres(self, conn, reads, stored_events, ids or [])
                     curs.execute("COMMIT")
             except BaseException:
@@ -125,6 +143,28 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
                     conn.execute("ROLLBACK")
                 raise
         return ids
+
+    def _queue_name_check(self, conn: Any, claim: tuple[str, str] | None) -> Any:
+        """Queue, after the events' INSERT and so under the library's EXCLUSIVE lock on the
+        events table, the query for a live recipe other than this one holding the claimed
+        name (foundry.projections.recipes.names); None without a claim."""
+        if claim is None or self.inline is None:
+            return None
+        if self._name_check_statement is None:
+            self._name_check_statement = as_bytes(
+                SQL(holder_sql_postgres("{}")).format(self.inline.view.table_sql))
+        cursor = conn.cursor()
+        cursor.execute(self._name_check_statement, claim, prepare=True)
+        return cursor
+
+    @staticmethod
+    def _refuse_taken_name(cursor: Any, claim: tuple[str, str] | None) -> None:
+        if cursor is None or claim is None:
+            return
+        row = cursor.fetchone()
+        cursor.close()
+        if row is not None:
+            raise NameTakenError(claim[0], str(row["id"]))  # the caller rolls back
 
     def _insert_events(
         self,

@@ -20,10 +20,12 @@ from foundry.adapters.store.damaged import DamageNamingMapper
 from foundry.domain.errors import (
     AlreadyExistsError,
     FoundryError,
+    NameTakenError,
     RecipeNotFoundError,
     RevisionConflictError,
 )
 from foundry.domain.recipe import Recipe
+from foundry.projections.recipes.names import free_name_candidates
 
 Result = dict[str, Any]
 
@@ -44,6 +46,12 @@ def working_copy(recipe: Recipe) -> Recipe:
         for k, v in recipe.__dict__.items()
     })
     return copy
+
+
+def name_claim(recipe: Recipe) -> tuple[str, str] | None:
+    """(name, id) for the recorder's check that no other live recipe holds the name."""
+    name = recipe.data.get("name")
+    return (name, str(recipe.id)) if isinstance(name, str) else None
 
 
 def recipe_id_for_command(command_id: str) -> UUID:
@@ -88,12 +96,15 @@ class RecipeBook(Application[UUID]):
         return saved
 
     def _try_save(self, recipe: Recipe, command_id: str | None, result: Result,
-                  *, stale_ok: bool) -> Result | None:
+                  *, stale_ok: bool, claims_name: bool = False) -> Result | None:
         """As `_save`; with `stale_ok` (the recipe came from the cache unchecked) a lost race
-        returns None instead: the caller tries again on a fresh load."""
+        returns None instead: the caller tries again on a fresh load. `claims_name`: the
+        save gives the recipe its name (a create, or an edit of `name`), which the recorder
+        checks is free among live recipes in the same transaction (NameTakenError)."""
         base = recipe.revision - len(recipe.pending_events)
         try:
-            self.save(recipe, command_id=command_id, command_result=result)
+            self.save(recipe, command_id=command_id, command_result=result,
+                      name_claim=name_claim(recipe) if claims_name else None)
         except IntegrityError:
             prior = self.prior_result(command_id)
             if prior is not None:
@@ -131,17 +142,20 @@ class RecipeBook(Application[UUID]):
 
     def create_recipe(
         self, data: dict[str, Any], *, recipe_id: UUID | None, author: str,
-        command_id: str | None, reason: str = "",
+        command_id: str | None, reason: str = "", free_name: bool = False,
     ) -> Result:
-        def action() -> Result:
+        """Create; a name another live recipe holds is refused (NameTakenError), or with
+        `free_name` replaced by the first free "<name> (n)" (the result says `renamedFrom`)."""
+        def save(name: str) -> Result:
             rid = recipe_id or (recipe_id_for_command(command_id) if command_id else uuid4())
             recipe = Recipe.create(
-                id=rid, data={**data, "id": str(rid)}, author=author, command_id=command_id,
-                reason=reason,
+                id=rid, data={**data, "name": name, "id": str(rid)}, author=author,
+                command_id=command_id, reason=_renamed_reason(reason, data, name),
             )
-            result = {"id": str(rid), "revision": recipe.revision}
+            result = {"id": str(rid), "revision": recipe.revision, **_renamed(data, name)}
             try:
-                self.save(recipe, command_id=command_id, command_result=result)
+                self.save(recipe, command_id=command_id, command_result=result,
+                          name_claim=name_claim(recipe))
             except IntegrityError:
                 prior = self.prior_result(command_id)
                 if prior is not None:
@@ -150,7 +164,7 @@ class RecipeBook(Application[UUID]):
             self._remember(recipe)
             return result
 
-        return self._idempotent(command_id, action)
+        return self._idempotent(command_id, lambda: _first_free(data, save, free=free_name))
 
     def edit_recipe(
         self, recipe_id: UUID,
@@ -182,7 +196,9 @@ class RecipeBook(Application[UUID]):
                 "id": str(recipe_id), "previousRevision": previous,
                 "newRevision": recipe.revision, "changes": changes,
             }
-            return self._try_save(recipe, command_id, result, stale_ok=not fresh)
+            renames = any(change["field"] == "name" for change in changes)
+            return self._try_save(recipe, command_id, result, stale_ok=not fresh,
+                                  claims_name=renames)
 
         def action() -> Result:
             # From the cache as it is first: no query. If another process saved since, the
@@ -216,20 +232,28 @@ class RecipeBook(Application[UUID]):
 
     def fork_recipe(
         self, parent_id: UUID, overrides: dict[str, Any], *, author: str,
-        command_id: str | None,
+        command_id: str | None, free_name: bool = True,
     ) -> Result:
-        def action() -> Result:
-            parent = self.get_recipe(parent_id)
-            rid = recipe_id_for_command(command_id) if command_id else uuid4()
-            data = {**parent.data, **overrides, "id": str(rid)}
-            child = Recipe.fork(
-                id=rid, data=data, parent_recipe_id=str(parent_id), author=author,
-                command_id=command_id,
-            )
-            result = {"id": str(rid), "parentRecipeId": str(parent_id), "revision": 1}
-            return self._save(child, command_id, result)
+        """Fork; the child's name must be free among live recipes. With `free_name` (the
+        name inherited from the parent, which holds it) the first free "<name> (n)" is
+        taken and the result says `renamedFrom`; without, a taken name is refused."""
+        parent = self.get_recipe(parent_id)
+        wanted = {**parent.data, **overrides}
 
-        return self._idempotent(command_id, action)
+        def save(name: str) -> Result:
+            rid = recipe_id_for_command(command_id) if command_id else uuid4()
+            child = Recipe.fork(
+                id=rid, data={**wanted, "name": name, "id": str(rid)},
+                parent_recipe_id=str(parent_id), author=author, command_id=command_id,
+            )
+            result = {"id": str(rid), "parentRecipeId": str(parent_id), "revision": 1,
+                      **_renamed(wanted, name)}
+            saved = self._try_save(child, command_id, result, stale_ok=False,
+                                   claims_name=True)
+            assert saved is not None
+            return saved
+
+        return self._idempotent(command_id, lambda: _first_free(wanted, save, free=free_name))
 
     def pin_recipe_version(self, recipe_id: UUID, *, run_id: str) -> tuple[Recipe, str]:
         """Pin the current version for a run; returns the recipe as pinned and its hash."""
@@ -243,3 +267,38 @@ class RecipeBook(Application[UUID]):
             self._remember(recipe)
             return recipe, recipe_hash
         raise RevisionConflictError(str(recipe_id), recipe.revision, recipe.revision)
+
+
+def _first_free(data: dict[str, Any], save: Callable[[str], Result], *, free: bool) -> Result:
+    """`save(name)` with the data's own name; with `free`, on NameTakenError, with each next
+    candidate until one is free (each try is its own transaction, checked in it)."""
+    name = str(data.get("name", ""))
+    if not free:
+        return save(name)
+    taken: NameTakenError | None = None
+    for candidate in free_name_candidates(name):
+        try:
+            return save(candidate)
+        except NameTakenError as e:
+            taken = e
+    assert taken is not None
+    raise taken
+
+
+def _renamed(data: dict[str, Any], name: str) -> Result:
+    """What a result says when the recipe was given another name than the one asked for."""
+    asked = data.get("name")
+    return {} if asked == name else {"name": name, "renamedFrom": asked}
+
+
+def _renamed_reason(reason: str, data: dict[str, Any], name: str) -> str:
+    if data.get("name") == name:
+        return reason
+    note = f"named {name!r}: {data.get('name')!r} is held by another live recipe"
+    return f"{reason}; {note}" if reason else note
+
+
+def renamed(result: Result) -> Result:
+    """The part of a create's or fork's result that says it was given a free name (for a
+    report entry); empty when it kept the name it asked for."""
+    return {k: result[k] for k in ("name", "renamedFrom") if "renamedFrom" in result}

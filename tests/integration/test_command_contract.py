@@ -246,7 +246,8 @@ def test_a_forge_run_command_id_reused_for_another_recipe_is_a_conflict(
         foundry, recipe_data, forge_env):
     data = copy.deepcopy(recipe_data)
     data["source"]["baseModel"] = "fake://tiny"
-    first_recipe, other_recipe = create(foundry, data), create(foundry, data)
+    # Recipe names are unique among live recipes (#16 item 6): the second gets its own.
+    first_recipe, other_recipe = create(foundry, data), create(foundry, {**data, "name": "b"})
     first = ok(foundry.execute("forge/run", {"recipeId": first_recipe, "wait": True,
                                              "commandId": "nightly-1"}))
     again = ok(foundry.execute("forge/run", {"recipeId": first_recipe, "wait": True,
@@ -270,7 +271,7 @@ def test_a_data_command_id_repeated_with_the_same_params_is_the_first_result(
     before = count_events(foundry)
     repeat = ok(foundry.execute("data/update", edit))
     assert repeat["newRevision"] == first["newRevision"] == 2 and count_events(foundry) == before
-    entity = {**recipe_data, "id": str(uuid.uuid4())}
+    entity = {**recipe_data, "id": str(uuid.uuid4()), "name": "upserted"}  # names are unique
     up = {"collection": R, "entity": entity, "commandId": "u-1"}
     assert ok(foundry.execute("data/upsert", up))["created"] is True
     ok(foundry.execute("data/upsert", up))  # the same command again: no conflict
@@ -283,7 +284,7 @@ def test_a_data_command_id_repeated_with_the_same_params_is_the_first_result(
 def test_a_data_command_id_reused_with_other_params_is_a_conflict_naming_the_first(
         foundry, recipe_data, second):
     target = create(foundry, recipe_data)
-    other = create(foundry, recipe_data)
+    other = create(foundry, {**recipe_data, "name": "other"})  # names are unique
     first = ok(foundry.execute("data/update", {"collection": R, "id": target,
                                                "data": {"description": "first"},
                                                "commandId": "shared-id"}))

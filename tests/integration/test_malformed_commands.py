@@ -571,17 +571,25 @@ def test_malformed_commands_are_refused_and_write_nothing_on_postgres(pg_foundry
 def test_the_unbroken_base_commands_succeed(sqlite_foundry):
     """The generators break commands that work: without the break, each one succeeds."""
     order = [c for c in sorted(BASES) if c != "data/delete"] + ["data/delete"]
+    # Recipe names are unique among live recipes (#16 item 6): each new recipe gets its own.
+    def named(n: int) -> dict[str, Any]:
+        return {**VALID, "name": f"unbroken-{n}"}
+
     for command in order:
-        result = sqlite_foundry.execute(command, copy.deepcopy(BASES[command]))
+        params = copy.deepcopy(BASES[command])
+        if command == "data/create":
+            params["data"] = named(0)
+        result = sqlite_foundry.execute(command, params)
         assert result["success"], (command, result)
-    upsert_new = {"collection": R, "id": OTHER_ID, "data": VALID}
+    upsert_new = {"collection": R, "id": OTHER_ID, "data": named(1)}
     assert sqlite_foundry.execute("data/upsert", copy.deepcopy(upsert_new))["success"]
-    fresh = {"collection": R, "data": VALID}
+    fresh = {"collection": R, "data": named(2)}
     rid = sqlite_foundry.execute("data/create", copy.deepcopy(fresh))["id"]
     for top in VALID:  # every partial write the recipe breaker sends, unbroken
+        value = f"fork-{top}" if top == "name" else VALID[top]
         for command, params in [
             ("data/update", {"collection": R, "id": rid, "data": {top: VALID[top]}}),
-            ("recipe/fork", {"id": rid, "data": {top: VALID[top]}}),
+            ("recipe/fork", {"id": rid, "data": {top: value}}),
         ]:
             result = sqlite_foundry.execute(command, copy.deepcopy(params))
             assert result["success"], (command, top, result)

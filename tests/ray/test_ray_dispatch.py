@@ -105,6 +105,7 @@ def recipe(recipe_data: dict[str, Any]) -> dict[str, Any]:
 
 
 def request(foundry: Any, data: dict[str, Any], node: str) -> str:
+    data = {**data, "name": f"{data['name']}-{uuid.uuid4().hex[:8]}"}  # live names are unique
     recipe_id = ok(foundry.execute("data/create", {"collection": R, "data": data}))["id"]
     started = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": node,
                                                "wait": False}))
