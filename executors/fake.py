@@ -28,13 +28,13 @@ from typing import Any
 from foundry.domain.hashing import canonical_json
 from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError, SourceNotFoundError
+from foundry.executors.quant_tiers import GGUF_TYPES, requested_types, unproducible_tiers
 from foundry.executors.registry import ExecutorRegistry
 
 FAKE_STAGE_TYPES = ("prune", "train", "lora", "context-extend", "quant", "eval")
 FAKE_BENCHMARKS = frozenset({"perplexity", "fake-code"})
 FAKE_SCHEME = "fake://"
 _FAKE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
-_QUANT_TYPE = re.compile(r"[A-Za-z0-9_]+")
 _FAKE_MODEL_BYTES = 4096
 
 
@@ -126,25 +126,30 @@ def _train_metrics(
 
 
 def _quant_outputs(ctx: StageContext, inputs: _Inputs) -> tuple[list[Path], dict[str, Any]]:
-    quant_types = [str(t) for t in ctx.stage.get("quantTypes") or ["Q8_0"]]
+    """One GGUF file per requested type (the stage's quantTypes, then every gguf quantTiers
+    variant, as the real quant stage reads them), reported as the real one reports them."""
+    quant_types = requested_types(ctx.stage, ctx.recipe) or ["Q8_0"]
+    unknown = [t for t in quant_types if t not in GGUF_TYPES]
+    if unknown:
+        raise ExecutorError(f"unknown quant types {unknown}; supported: {sorted(GGUF_TYPES)}")
     size = max(1, sum(len(data) for _rel, data in inputs.files))
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     tensor_types: dict[str, dict[str, int]] = {}
     verified: list[dict[str, Any]] = []
     for quant_type in quant_types:
-        if not _QUANT_TYPE.fullmatch(quant_type):
-            raise ExecutorError(f"quant type {quant_type!r} is not a plain name")
         path = ctx.work_dir / f"model-{quant_type}.gguf"
         seed = hashlib.sha256(inputs.digest + quant_type.encode()).digest()
         path.write_bytes(_stretch(seed, size))
         files.append(path)
-        tensor_types[quant_type] = {"Q8_0": len(inputs.files)}
+        tensor_types[quant_type] = {quant_type: len(inputs.files)}
         verified.append({
-            "device": "cpu", "format": f"gguf-{quant_type}", "sizeGb": size / 1e9,
-            "tokensPerSec": 100.0, "verified": True,
+            "device": ctx.device, "format": f"gguf-{quant_type}", "sizeGb": size / 1e9,
+            "tokensPerSec": 100.0, "verified": True, "tensorTypes": tensor_types[quant_type],
         })
-    return files, {"tensorTypes": tensor_types, "hardwareVerified": verified}
+    sizes = {t: size / 1e9 for t in quant_types}
+    return files, {"tensorTypes": tensor_types, "hardwareVerified": verified,
+                   "ggufSizes": sizes, "finalSizeGb": min(sizes.values())}
 
 
 def _benchmark_names(stage: Mapping[str, Any]) -> list[str]:
@@ -210,6 +215,11 @@ class FakeExecutor:
     def _pause(self) -> None:
         if self.sleep_seconds > 0:
             time.sleep(self.sleep_seconds / 3)
+
+    def unproducible_tiers(self, tiers: Any) -> list[str]:
+        """The quantTiers the fake quant cannot write: what the real one refuses (any format
+        but gguf, a variant llama.cpp does not know), by the same rule."""
+        return unproducible_tiers(tiers, lambda: GGUF_TYPES)
 
     def run(self, ctx: StageContext, reporter: StageReporter) -> StageResult:
         self._pause()

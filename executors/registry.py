@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from foundry.executors.base import StageExecutor
 from foundry.executors.errors import NoExecutorError, SourceNotFoundError
@@ -29,6 +29,13 @@ def resolve_local_source(source: Mapping[str, Any]) -> Path:
     if path.is_dir():
         return path.resolve()
     raise SourceNotFoundError(base_model, [f"local directory {path.resolve()}"])
+
+
+@runtime_checkable
+class TierProducer(Protocol):
+    """A quant executor that can say, before a run, which quantTiers it cannot write."""
+
+    def unproducible_tiers(self, tiers: Any) -> list[str]: ...
 
 
 class ExecutorRegistry:
@@ -85,3 +92,15 @@ class ExecutorRegistry:
         if self.architecture_check is None:
             return None
         return self.architecture_check(architecture)
+
+    def unproducible_tiers(self, tiers: Any) -> list[str]:
+        """Each quantTiers format or variant no executor here can write, with the reason."""
+        if not tiers:
+            return []
+        executor = self._executors.get("quant")
+        if executor is None:
+            return [f"{t.get('format')} {', '.join(map(str, t.get('variants') or []))} "
+                    f"(no quant executor here)" for t in tiers]
+        if isinstance(executor, TierProducer):
+            return executor.unproducible_tiers(tiers)
+        return []

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -17,11 +15,19 @@ from foundry.adapters.commands.validation import parse_uuid
 from foundry.adapters.errors import CommandConflictError
 from foundry.adapters.runs.launch import waiting_reason
 from foundry.adapters.runs.progress import read_beat
+from foundry.adapters.runs.publish_stages import (
+    check_stage_targets,
+    publish_stages,
+    render_publish_target,
+    stage_outcomes,
+    stage_targets,
+)
 from foundry.adapters.store.forge_runs import run_id_for
 from foundry.adapters.store.run_lookup import run_of
 from foundry.domain import commands as c
 from foundry.domain.artifact_builder import artifact_id
 from foundry.domain.errors import InvalidInputError, RunStateError
+from foundry.domain.implied_steps import PUBLISH_TYPES, implied_steps
 from foundry.domain.values import ForgeRecipe
 
 if TYPE_CHECKING:
@@ -47,6 +53,7 @@ def forge_run(cmd: c.RunRecipe, services: CommandServices, call: Call) -> Result
     _check_executable(services, recipe)
     check_node(services, cmd.hardware_node)
     target = render_publish_target(cmd.publish_target, recipe)
+    check_stage_targets(recipe, target)  # each publish stage has somewhere to publish
     pinned, recipe_hash = services.recipes.pin_recipe_version(recipe_id, run_id=str(run_id)) \
         if revision is None else (None, None)
     if pinned is not None:
@@ -110,37 +117,6 @@ def _check_same_request(services: CommandServices, run_id: UUID, cmd: c.RunRecip
         raise CommandConflictError(str(cmd.command_id), f"forge/run (run {run_id})")
 
 
-def render_publish_target(target: str | c.PublishTargetTemplate | None,
-                          recipe: dict[str, Any]) -> str | None:
-    """The URL a run publishes to: given as one, or `hf://{org}/{repoTemplate}` with the
-    template's fields taken from the recipe and reduced to a hub repo name."""
-    if not isinstance(target, c.PublishTargetTemplate):
-        return target
-    fields = {"base": _base_name(recipe), "domain": _domain(recipe),
-              "name": str(recipe.get("name") or "model"), "version": str(recipe["version"])}
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", target.repo_template.format(**fields))
-    name = name.strip("-._")[:96]
-    if not name:
-        raise InvalidInputError("publishTarget.repoTemplate",
-                                f"renders to no usable repo name for {fields}")
-    return f"hf://{target.org}/{name}"
-
-
-def _base_name(recipe: dict[str, Any]) -> str:
-    """`Qwen/Qwen3.5-4B` -> `Qwen3.5-4B`; `./models/tiny-llama` -> `tiny-llama`."""
-    base = str((recipe.get("source") or {}).get("baseModel") or "model")
-    return PurePosixPath(base.split("://", 1)[-1].rstrip("/")).name or "model"
-
-
-def _domain(recipe: dict[str, Any]) -> str:
-    """The first train stage's `domain`, else the first tag, else `general`."""
-    for stage in recipe.get("stages") or []:
-        if stage.get("type") == "train" and stage.get("domain"):
-            return str(stage["domain"])
-    tags = recipe.get("tags") or []
-    return str(tags[0]) if tags else "general"
-
-
 def _exists(services: CommandServices, run_id: UUID) -> bool:
     return run_id in services.runs.repository
 
@@ -164,7 +140,10 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
     if not stages:
         raise InvalidInputError("stages", "the recipe has no stages: nothing to forge")
     registry = services.registry
-    missing = registry.unexecutable(s["type"] for s in stages)
+    # Publish stages are carried out by the run itself after the seal; the steps the
+    # recipe's quantTiers and evaluationBenchmarks imply need executors like any stage.
+    steps = [s for s in stages if s["type"] not in PUBLISH_TYPES] + implied_steps(recipe)
+    missing = registry.unexecutable(s["type"] for s in steps)
     if missing:
         raise InvalidInputError(
             "stages", f"not executable on this foundry: "
@@ -182,6 +161,10 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
         raise InvalidInputError(
             "benchmarks", f"unknown benchmark(s) {', '.join(unknown)}; known: "
             f"{', '.join(sorted(registry.known_benchmarks))}")
+    unproducible = registry.unproducible_tiers(recipe.get("quantTiers"))
+    if unproducible:
+        raise InvalidInputError(
+            "quantTiers", f"cannot be produced on this foundry: {'; '.join(unproducible)}")
 
 
 def check_node(services: CommandServices, hardware_node: str) -> None:
@@ -225,8 +208,11 @@ def _go(services: CommandServices, run_id: UUID, wait: bool, call: Call, *,
 def _publish_after_run(services: CommandServices, run_id: UUID) -> Result:
     """Publish to the run's publishTarget once it completed. A failure is recorded on the
     run and reported here; the run stays sealed and `forge/publish` can retry."""
+    publish_stages(services, run_id)  # any the worker left pending (publish_stages.py)
     run = services.runs.get_run(run_id)
     target = run.state["publishTarget"]
+    if {t for _, t in stage_targets(run.state["recipe"], target)} & {target}:
+        return {}  # a publish stage of the recipe published there
     if not target or run.status != "completed" or run.state.get("publications"):
         return {}
     from foundry.adapters.publishing.hub import PublishError
@@ -265,6 +251,7 @@ def _summary(services: CommandServices, run_id: UUID) -> Result:
         "dispatches": len(s.get("dispatches", [])),
         **({"waiting": waiting_reason(s)} if s["status"] == "requested" else {}),
         **({"rehearsal": True} if s["recipe"].get("rehearsal") else {}),
+        **({"publishStages": published} if (published := stage_outcomes(s)) else {}),
     }
 
 

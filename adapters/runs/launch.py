@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from uuid import UUID
 
 from foundry.adapters.runs.orchestrator import Orchestrator, ProgressListener, RunOutcome
@@ -28,6 +28,7 @@ from foundry.adapters.store.lease import RunLease
 from foundry.domain.errors import InvalidInputError, RunStateError
 
 if TYPE_CHECKING:
+    from foundry.adapters.publishing.ports import PublishServices
     from foundry.adapters.store.blobs import BlobStore
     from foundry.adapters.store.config import StoreConfig
     from foundry.adapters.store.forge_runs import ForgeRuns
@@ -74,8 +75,11 @@ def execute_leased(foundry: RunServices, run_id: UUID, *, wait_seconds: float,
     with RunLease(foundry.config, foundry.state_dir, run_id) as lease:
         if not lease.acquire(wait_seconds):
             return None
+        # Every caller passes bootstrap's Services, which publishing takes too: the
+        # recipe's publish stages publish the run once it completes.
         orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
-                                    foundry.state_dir, listener=listener, node=node)
+                                    foundry.state_dir, listener=listener, node=node,
+                                    publishing=cast("PublishServices", foundry))
         return orchestrator.execute(run_id)
 
 

@@ -13,9 +13,9 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import structlog
@@ -23,6 +23,7 @@ import structlog
 from foundry.adapters.clock import utc_now
 from foundry.adapters.runs.model_params import count_params
 from foundry.adapters.runs.progress import RunReporter
+from foundry.adapters.runs.publish_stages import publish_stages, stage_outcomes
 from foundry.adapters.runs.stage_cache import (
     FingerprintParts,
     StageCache,
@@ -38,9 +39,13 @@ from foundry.domain.artifact_builder import alloy_hash, build_artifact
 from foundry.domain.errors import RunEndedError
 from foundry.domain.forge_run import ForgeRun
 from foundry.domain.gate import evaluate_gate
+from foundry.domain.implied_steps import PUBLISH_TYPES, implied_steps
 from foundry.executors.base import StageContext, StageResult
 from foundry.executors.errors import StageCancelledError
 from foundry.executors.registry import ExecutorRegistry
+
+if TYPE_CHECKING:
+    from foundry.adapters.publishing.ports import PublishServices
 
 log = structlog.get_logger()
 
@@ -55,15 +60,20 @@ STAGE_SEED = 0  # every stage's seed today; part of the stage cache's fingerprin
 
 
 def plan(recipe: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
-    """(cycle, index, stage) in execution order."""
+    """(cycle, index, stage) in execution order: the recipe's stages (publish stages are
+    carried out after the seal, not here), then the steps its quantTiers and
+    evaluationBenchmarks imply (domain/implied_steps.py), numbered after its last stage."""
     cycles = int(recipe.get("cycles", 1))
     stages = recipe.get("stages", [])
-    return [
+    steps = [
         (cycle, index, stage)
         for cycle in range(1, cycles + 1)
         for index, stage in enumerate(stages)
-        if cycle == cycles or stage["type"] in TRANSFORM_STAGES
+        if stage["type"] not in PUBLISH_TYPES
+        and (cycle == cycles or stage["type"] in TRANSFORM_STAGES)
     ]
+    steps += [(cycles, len(stages) + k, step) for k, step in enumerate(implied_steps(recipe))]
+    return steps
 
 
 def software_versions() -> dict[str, str]:
@@ -85,12 +95,26 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def _first_of_each(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (name, subset): an implied eval that also reports a benchmark an
+    earlier eval stage scored (perplexity, say) does not list it twice."""
+    seen: set[tuple[Any, Any]] = set()
+    kept = []
+    for b in benchmarks:
+        key = (b.get("name"), b.get("subset"))
+        if key not in seen:
+            seen.add(key)
+            kept.append(b)
+    return kept
+
+
 @dataclass
 class RunOutcome:
     run_id: str
     status: str
     alloy_hash: str | None = None
     error: str | None = None
+    publications: list[dict[str, Any]] = field(default_factory=list)  # its publish stages
 
 
 class Orchestrator:
@@ -99,8 +123,12 @@ class Orchestrator:
     def __init__(self, runs: ForgeRuns, registry: ExecutorRegistry, blobs: BlobStore,
                  state_dir: Path, *, progress_interval: float = 5.0,
                  listener: ProgressListener | None = None,
-                 node: dict[str, str] | None = None) -> None:
+                 node: dict[str, str] | None = None,
+                 publishing: PublishServices | None = None) -> None:
         self.runs, self.registry, self.blobs = runs, registry, blobs
+        # The system publish stages publish through (forge/publish's path); without it a
+        # run leaves them pending, for whoever asked for the run (forge/run) to carry out.
+        self.publishing = publishing
         self.node = node  # the cluster node this executes on (recorded with each attempt)
         self.state_dir, self.progress_interval = state_dir, progress_interval
         self.listener = listener or (lambda _event: None)
@@ -112,7 +140,9 @@ class Orchestrator:
     def execute(self, run_id: UUID) -> RunOutcome:
         run = self.runs.get_run(run_id)
         if run.ended:
-            return self._outcome(run)
+            if run.status == "completed":  # publish stages not tried before a crash
+                self._publish(run_id)
+            return self._outcome(self.runs.get_run(run_id))
         structlog.contextvars.bind_contextvars(run_id=str(run_id))
         try:
             if run.status != "sealed":
@@ -131,6 +161,7 @@ class Orchestrator:
             else:
                 self._sign_sealed(run_id)
             self.runs.record(run_id, lambda r: r.complete(at=utc_now()))
+            self._publish(run_id)
         except RunEndedError:
             # Cancelled (or failed) by another process while this one was between a step and
             # its record: the store already says how the run ended; this worker just stops.
@@ -316,8 +347,8 @@ class Orchestrator:
 
     def _seal(self, run_id: UUID) -> None:
         run = self.runs.get_run(run_id)
-        benchmarks = [b for r in run_state.completed_stages(run.state)
-                      for b in r["metrics"].get("benchmarks", [])]
+        benchmarks = _first_of_each([b for r in run_state.completed_stages(run.state)
+                                     for b in r["metrics"].get("benchmarks", [])])
         self.runs.record(run_id, lambda r: r.record_benchmarks(benchmarks=benchmarks,
                                                                at=utc_now()))
         passed, reasons = evaluate_gate(run.state["recipe"], benchmarks)
@@ -362,6 +393,15 @@ class Orchestrator:
         signed when it is resumed, before it completes."""
         self.runs.record(run_id, self._signer())
 
+    def _publish(self, run_id: UUID) -> None:
+        """Carry out the recipe's publish stages on the completed run (publish_stages.py)."""
+        if self.publishing is None:
+            return
+        outcomes = publish_stages(self.publishing, run_id)
+        for outcome in outcomes:
+            log.info("publish_stage", **outcome)
+            self.listener({"kind": "publish_stage", **outcome})
+
     def _fail_run(self, run_id: UUID, error: Exception) -> None:
         self.runs.record(run_id, lambda r: None if r.ended else r.fail(
             error_type=type(error).__name__, message=str(error), at=utc_now()))
@@ -370,4 +410,5 @@ class Orchestrator:
         failure = run.state["failure"]
         return RunOutcome(run_id=str(run.id), status=run.status,
                           alloy_hash=run.state["alloyHash"],
-                          error=failure["message"] if failure else None)
+                          error=failure["message"] if failure else None,
+                          publications=stage_outcomes(run.state))

@@ -162,6 +162,21 @@ def _known_benchmarks(entries: list[Any], known: frozenset[str], where: str,
     return kept or [{"name": "perplexity"}]
 
 
+def _producible_tiers(tiers: list[Any], registry: ExecutorRegistry,
+                      passed_over: list[dict[str, Any]]) -> list[Any]:
+    """The quantTiers this worker can write (their implied quant step runs); each one a real
+    run refuses up front is passed over with the reason."""
+    kept = []
+    for index, tier in enumerate(tiers):
+        problems = registry.unproducible_tiers([tier])
+        if problems:
+            passed_over.append({"index": None, "field": f"quantTiers[{index}]",
+                                "type": "quantTiers", "reason": "; ".join(problems)})
+        else:
+            kept.append(tier)
+    return kept
+
+
 def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_dir: Path, *,
                      hardware_node: str) -> dict[str, Any]:
     """The recipe a rehearsal of `recipe` forges, with everything it changed recorded."""
@@ -203,6 +218,8 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
                                 + "; ".join(f"{p['type']}: {p['reason']}" for p in passed_over)
                                 + ")")
     out["stages"] = stages
+    if out.get("quantTiers"):
+        out["quantTiers"] = _producible_tiers(list(out["quantTiers"]), registry, passed_over)
     if out.get("evaluationBenchmarks"):
         out["evaluationBenchmarks"] = _known_benchmarks(
             list(out["evaluationBenchmarks"]), registry.known_benchmarks,

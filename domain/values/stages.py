@@ -266,6 +266,8 @@ class PublishStage(_Stage):
     # Optional: a stage migrated from the legacy `deliver` type names no organisation; the
     # publish target given to forge/run or forge/publish decides where it goes.
     org: str | None = None
+    # Or a whole target URL (`hf://org/repo`, `file:///dir`), which wins over `org`.
+    target: str | None = None
     repo_name_template: str = "{base}-{domain}-forged"
     include_alloy: bool = True
     card_from_benchmarks: bool = True

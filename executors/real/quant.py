@@ -28,6 +28,7 @@ from typing import Any
 
 from foundry.executors.base import StageContext, StageReporter, StageResult
 from foundry.executors.errors import ExecutorError
+from foundry.executors.quant_tiers import requested_types, unproducible_tiers
 from foundry.executors.real.gguf_convert import CONVERTER, convert_to_gguf, converter_version
 
 EXPORT_TYPES = ("F32", "F16")  # written by the GGUF converter, not by the quantizer
@@ -62,21 +63,6 @@ def supported_quant_types() -> list[str]:
 
     prefix = "LLAMA_FTYPE_MOSTLY_"
     return sorted(n.removeprefix(prefix) for n in dir(llama_cpp) if n.startswith(prefix))
-
-
-def requested_types(stage: Mapping[str, Any], recipe: Mapping[str, Any]) -> list[str]:
-    """The stage's quantTypes, then the recipe's gguf quantTiers variants; upper-case, unique."""
-    fmt = str(stage.get("format", "gguf"))
-    if fmt != "gguf":
-        raise ExecutorError(f"quant format {fmt!r} is not supported: this worker writes gguf only")
-    wanted = [str(t) for t in stage.get("quantTypes") or []]
-    for tier in recipe.get("quantTiers") or []:
-        if isinstance(tier, Mapping) and tier.get("format") == "gguf":
-            wanted.extend(str(v) for v in tier.get("variants") or [])
-    seen: dict[str, None] = {}
-    for name in wanted:
-        seen.setdefault(name.strip().upper(), None)
-    return list(seen)
 
 
 @contextlib.contextmanager
@@ -182,6 +168,12 @@ class QuantExecutor:
     """
 
     stage_type = "quant"
+
+    def unproducible_tiers(self, tiers: Any) -> list[str]:
+        """The quantTiers this worker cannot write: any format but gguf, and any gguf
+        variant the llama.cpp it loads cannot quantize to (asked before a run starts)."""
+        return unproducible_tiers(
+            tiers, lambda: {*supported_quant_types(), *EXPORT_TYPES})
 
     def run(self, ctx: StageContext, reporter: StageReporter) -> StageResult:
         types = requested_types(ctx.stage, ctx.recipe)
