@@ -30,7 +30,8 @@ dropped for derived ones; the derived tags at the end are the first to go.
 Headline (the line under the title), first that the data supports: (1) the benchmark with the
 largest improvement over the base model, ``"<name>: <score> vs <baseScore> for the base
 model"`` (the improvement is its delta, or score - baseScore, negated for lower-is-better
-metrics such as perplexity; only a positive one counts); (2) a context-extend stage: ``"context
+metrics such as perplexity; only a positive one counts, and only where the base score was
+made under the score's own evaluation ledger); (2) a context-extend stage: ``"context
 extended to N tokens (method)"``; (3) a prune stage: ``"<level*100>% pruned (strategy)"``;
 (4) ``"<recipeName> forged from <source.baseModel>"``.
 """
@@ -45,6 +46,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from foundry.adapters.publishing.cards_ledger import how_made, license_lines
 from foundry.adapters.publishing.cards_sections import (
     as_list,
     as_map,
@@ -65,6 +67,7 @@ from foundry.adapters.publishing.cards_sections import (
     table,
     title,
 )
+from foundry.adapters.publishing.eval_ledger import base_comparable
 
 README = "README.md"
 METHODOLOGY = "MODEL_METHODOLOGY.md"
@@ -211,7 +214,7 @@ def headline(artifact: Mapping[str, Any]) -> str | None:
     """The evidence-priority headline (module docstring); None when nothing supports one."""
     measured = [b for b in benchmarks(artifact)
                 if is_num(b.get("score")) and is_num(b.get("baseScore"))
-                and (improvement(b) or 0.0) > 0]
+                and base_comparable(b) and (improvement(b) or 0.0) > 0]
     if measured:
         best = max(measured, key=lambda b: improvement(b) or 0.0)  # the first of equals
         return (f"{fmt(best.get('name'))}: {fmt(best['score'])} vs {fmt(best['baseScore'])} "
@@ -241,14 +244,16 @@ def render_readme(artifact: Mapping[str, Any]) -> str:
         [f"# {name}"] if name else [],
         [f"**{line}**"] if line else [],
         [str(summary)] if present(summary) else [],
-        _benchmark_table(artifact), _what_changed(artifact), _runs_on(artifact),
-        _limitations(artifact), _custody(artifact),
+        _benchmark_table(artifact), how_made(artifact), _what_changed(artifact),
+        _runs_on(artifact), license_lines(artifact), _limitations(artifact), _custody(artifact),
     ]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
 
 def _benchmark_table(artifact: Mapping[str, Any]) -> list[str]:
-    rows = [[bench_label(b), b.get("metric"), b.get("score"), b.get("baseScore"), delta(b)]
+    # A base score made under another ledger is shown, never subtracted (eval_ledger.py).
+    rows = [[bench_label(b), b.get("metric"), b.get("score"), b.get("baseScore"),
+             delta(b) if base_comparable(b) else "not comparable"]
             for b in benchmarks(artifact)]
     if not rows:
         return []
