@@ -27,6 +27,7 @@ from foundry.adapters.commands import (
     audit_inflight,
     audit_recipes,
     data,
+    evaluation,
     forge,
     lineage,
 )
@@ -61,7 +62,7 @@ def build_commands() -> CommandRegistry:
     return CommandRegistry([*data.COMMANDS, *forge.COMMANDS, *lineage.COMMANDS,
                             *artifacts.COMMANDS, *audit_events.COMMANDS,
                             *audit_inflight.COMMANDS, *audit_recipes.COMMANDS,
-                            *audit_checkpoints.COMMANDS])
+                            *audit_checkpoints.COMMANDS, *evaluation.COMMANDS])
 
 
 class Lazy(Generic[T]):

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     from foundry.adapters.cli.alloy import add_alloy_commands
 
     add_alloy_commands(sub)
+    from foundry.adapters.cli.eval import add_eval_commands
+
+    add_eval_commands(sub)
     from foundry.adapters.cli.cluster import add_cluster_commands
 
     add_cluster_commands(sub)
