@@ -36,6 +36,10 @@ STEP_CAPS: dict[str, dict[str, tuple[int, int | None]]] = {
     "expert-activation-profile": {"maxLength": (128, 2048)},
     "compensation-lora": {"steps": (2, 500)},
 }
+# Per benchmark: field -> cap. HumanEval over all 164 problems at 512 new tokens takes minutes
+# on a scale model; two problems at 32 tokens still load the data set, generate, and judge in
+# the sandbox.
+BENCHMARK_CAPS: dict[str, dict[str, int]] = {"humaneval": {"limit": 2, "maxNewTokens": 32}}
 MAX_CYCLES = 3
 NEVER_PUBLISHED = "a rehearsal is never published: its artifact forges a scale model"
 STAND_IN_CORPUS = "foundry stand-in corpus (CPython standard-library text, 16 KB)"
@@ -149,6 +153,27 @@ def _cap_stage(index: int, stage: dict[str, Any], caps: list[dict[str, Any]]) ->
     return out
 
 
+def cap_benchmarks(entries: list[Any], where: str, caps: list[dict[str, Any]]) -> list[Any]:
+    """Each benchmark entry with BENCHMARK_CAPS applied (a bare name becomes an object);
+    every change is recorded in `caps` with where it was."""
+    out: list[Any] = []
+    for position, entry in enumerate(entries):
+        name = str(entry.get("name") if isinstance(entry, dict) else entry)
+        limits = BENCHMARK_CAPS.get(name)
+        if not limits:
+            out.append(entry)
+            continue
+        capped = dict(entry) if isinstance(entry, dict) else {"name": name}
+        for field, cap in limits.items():
+            value = capped.get(field)
+            if not isinstance(value, int) or isinstance(value, bool) or value > cap:
+                capped[field] = cap
+                caps.append({"field": f"{where}[{position}].{field}", "type": name,
+                             "from": value, "to": cap})
+        out.append(capped)
+    return out
+
+
 def _known_benchmarks(entries: list[Any], known: frozenset[str], where: str,
                       stand_ins: list[dict[str, Any]]) -> list[Any]:
     kept = [b for b in entries if str(b.get("name") if isinstance(b, dict) else b) in known]
@@ -209,9 +234,10 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
         else:
             capped = _cap_stage(index, stage, caps)
             if kind == "eval":
-                capped["benchmarks"] = _known_benchmarks(
+                where = f"stages[{index}].benchmarks"
+                capped["benchmarks"] = cap_benchmarks(_known_benchmarks(
                     list(stage.get("benchmarks") or []), registry.known_benchmarks,
-                    f"stages[{index}].benchmarks", stand_ins)
+                    where, stand_ins), where, caps)
             stages.append(capped)
     if not stages:
         raise InvalidInputError("stages", "nothing to rehearse: every stage is passed over ("
@@ -221,9 +247,9 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
     if out.get("quantTiers"):
         out["quantTiers"] = _producible_tiers(list(out["quantTiers"]), registry, passed_over)
     if out.get("evaluationBenchmarks"):
-        out["evaluationBenchmarks"] = _known_benchmarks(
+        out["evaluationBenchmarks"] = cap_benchmarks(_known_benchmarks(
             list(out["evaluationBenchmarks"]), registry.known_benchmarks,
-            "evaluationBenchmarks", stand_ins)
+            "evaluationBenchmarks", stand_ins), "evaluationBenchmarks", caps)
     cycles = int(recipe.get("cycles") or 1)
     if cycles > MAX_CYCLES:
         out["cycles"] = MAX_CYCLES

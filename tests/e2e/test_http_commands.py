@@ -24,8 +24,11 @@ R, A = "forge_recipes", "forge_artifacts"
 
 
 def fake_recipe(**overrides: Any) -> dict[str, Any]:
+    """The example on fake://tiny under a name of its own: names are unique among live
+    recipes, and one served store is shared by a module's tests."""
     data = json.loads(EXAMPLE.read_text())
     data["source"]["baseModel"] = "fake://tiny"
+    data["name"] = f"{data['name']}-{uuid.uuid4().hex[:8]}"
     return {**copy.deepcopy(data), **overrides}
 
 

@@ -1,0 +1,27 @@
+"""A rehearsal caps HumanEval like it caps training steps: the real benchmark still runs
+(data set, generation, sandboxed judging) on two problems, and every cap is recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from foundry.adapters.runs.rehearsal import cap_benchmarks
+
+
+def test_humaneval_is_capped_and_each_cap_recorded() -> None:
+    caps: list[dict[str, Any]] = []
+    out = cap_benchmarks(["perplexity", "humaneval"], "evaluationBenchmarks", caps)
+    assert out == ["perplexity", {"name": "humaneval", "limit": 2, "maxNewTokens": 32}]
+    assert caps == [
+        {"field": "evaluationBenchmarks[1].limit", "type": "humaneval", "from": None, "to": 2},
+        {"field": "evaluationBenchmarks[1].maxNewTokens", "type": "humaneval", "from": None,
+         "to": 32}]
+
+
+def test_values_under_the_cap_are_kept_and_not_reported() -> None:
+    caps: list[dict[str, Any]] = []
+    entry = {"name": "humaneval", "limit": 1, "maxNewTokens": 400, "subset": "0-9"}
+    out = cap_benchmarks([entry], "stages[2].benchmarks", caps)
+    assert out == [{"name": "humaneval", "limit": 1, "maxNewTokens": 32, "subset": "0-9"}]
+    assert [c["field"] for c in caps] == ["stages[2].benchmarks[0].maxNewTokens"]
+    assert entry["maxNewTokens"] == 400  # the recipe's own entry is not touched
