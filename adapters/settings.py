@@ -19,6 +19,8 @@ ENV_EXECUTORS = "FOUNDRY_EXECUTORS"
 ENV_DISPATCHER = "FOUNDRY_DISPATCHER"
 ENV_FAKE_SLEEP = "FOUNDRY_FAKE_SLEEP"
 ENV_FAKE_FAIL_ON = "FOUNDRY_FAKE_FAIL_ON"
+ENV_SIGNING = "FOUNDRY_SIGNING"
+SIGNING_MODES = ("auto", "existing", "off")
 EXECUTOR_KINDS = ("real", "fake")
 ENV_HUB_ENDPOINT = "HF_ENDPOINT"
 ENV_HUB_TOKEN = "HF_TOKEN"
@@ -64,6 +66,10 @@ class Settings:
     """How forge/run gets a run executed: `in-process` or `ray` (adapters/runs/launch.py)."""
     hub: HubSettings = field(default_factory=HubSettings)
     """Publishing to a Hub: endpoint, token, timeout."""
+    signing: str = "auto"
+    """FOUNDRY_SIGNING: how a sealed run is signed. `auto`: with this machine's key, created
+    on first use (`foundry keys create` makes one ahead); `existing`: only when a key already
+    exists; `off`: never."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +79,10 @@ class Settings:
         if executors not in EXECUTOR_KINDS:
             raise InvalidInputError(ENV_EXECUTORS, f"must be one of {', '.join(EXECUTOR_KINDS)}"
                                     f", got {executors!r}")
+        signing = env.get(ENV_SIGNING) or "auto"
+        if signing not in SIGNING_MODES:
+            raise InvalidInputError(ENV_SIGNING, f"must be one of {', '.join(SIGNING_MODES)}"
+                                    f", got {signing!r}")
         return cls(
             state_dir=Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else None,
             executors=executors,
@@ -81,6 +91,7 @@ class Settings:
             # Checked when a run first needs it, so that data/* works whatever it says.
             dispatcher=env.get(ENV_DISPATCHER) or "in-process",
             hub=HubSettings.from_env(env),
+            signing=signing,
         )
 
 

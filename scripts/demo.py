@@ -92,8 +92,9 @@ def main() -> int:
             "--author", "demo", db=args.db)
     foundry("recipe", "list", "--order-by", "updatedAt:desc", "--limit", "5", db=args.db)
     foundry("recipe", "history", recipe_id, db=args.db)
-    # The run's command id names the signing key too: after `foundry keys create` the demo
-    # forges a new, signed run instead of answering with the first, unsigned one.
+    # The run's command id names the signing key too: once a key exists (the first sealed run
+    # creates it under FOUNDRY_SIGNING=auto, or `foundry keys create`), the demo forges a new,
+    # signed run (its stages reused) instead of answering with an earlier, unsigned one.
     signer = signing_key_id()
     run_key = f"{key}-{signer[:16]}" if signer else key
     foundry("forge", "run", recipe_id, "--command-id", f"demo-run-{run_key}", db=args.db)

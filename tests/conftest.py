@@ -24,6 +24,11 @@ PG_SERVER = os.environ.get("FOUNDRY_TEST_PG", "postgresql://postgres@127.0.0.1:5
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EXAMPLE = ROOT / "examples" / "tiny-recipe.json"
+# A sealed run is signed only when its test made a key (FOUNDRY_SIGNING=existing): the
+# default, `auto`, creates one on first use, which would sign every run of every test and
+# hide the unsigned paths. Tests of `auto` set it themselves; servers and workers inherit
+# this. test_readme_path runs the README with FOUNDRY_* cleared, so on the default.
+os.environ.setdefault("FOUNDRY_SIGNING", "existing")
 
 
 @pytest.fixture(autouse=True)

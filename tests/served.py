@@ -33,7 +33,7 @@ def server_env(state: Path, **extra: str) -> dict[str, str]:
            if k not in ("FOUNDRY_DATABASE_URL", "FOUNDRY_FAKE_SLEEP", "FOUNDRY_FAKE_FAIL_ON")}
     env.update(FOUNDRY_EXECUTORS="fake", FOUNDRY_STATE_DIR=str(state / "state"),
                FOUNDRY_FAKE_MODELS=str(state / "fake-models"),
-               FOUNDRY_KEYS_DIR=str(state / "keys"),
+               FOUNDRY_KEYS_DIR=str(state / "keys"), FOUNDRY_SIGNING="existing",
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
     env.update(extra)
     return env

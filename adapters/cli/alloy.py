@@ -32,6 +32,9 @@ def add_alloy_commands(sub: Any) -> None:
     kc.add_argument("--dir", help="where (default: FOUNDRY_KEYS_DIR or the user config dir)")
     kc.add_argument("--overwrite", action="store_true", help="replace an existing key")
     kc.set_defaults(run=_keys_create)
+    kw = ks.add_parser("show", help="the key sealed runs are signed with, and where it is")
+    kw.add_argument("--dir", help="where (default: FOUNDRY_KEYS_DIR or the user config dir)")
+    kw.set_defaults(run=_keys_show)
 
     v = sub.add_parser("verify", help="check alloyHash, weights, card and signature")
     v.add_argument("subject", help="artifact id, run id, or a .alloy.json file")
@@ -90,6 +93,20 @@ def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
         print(f"error: {e} (use --overwrite to replace it)", file=sys.stderr)
         return 1
     print(f"key {info.key_id} in {info.directory}")
+    return 0
+
+
+def _keys_show(_foundry: Any, args: argparse.Namespace) -> int:
+    from foundry.adapters.publishing.attestation import load_key
+    from foundry.adapters.publishing.key_files import keys_dir
+
+    directory = Path(args.dir) if args.dir else keys_dir()
+    loaded = load_key(directory)
+    if loaded is None:
+        print(f"no key in {directory}: the first sealed run creates one (FOUNDRY_SIGNING=auto, "
+              "the default), or run 'foundry keys create'")
+        return 0
+    print(f"key {loaded[1].key_id} in {directory}")
     return 0
 
 

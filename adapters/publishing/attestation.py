@@ -114,8 +114,11 @@ def _passphrase() -> bytes | None:
     return value.encode() if value else None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write via a 0600 temp file created with O_EXCL, then rename: never readable by others."""
+def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write via a 0600 temp file created with O_EXCL, then rename: never readable by others.
+    `exclusive`: link instead of rename, so that of two processes creating a key at once one
+    wins and the other gets FileExistsError (a rename would let the second replace a key the
+    first may have signed with already)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -124,7 +127,10 @@ def _write_private(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -147,7 +153,8 @@ def create_key(dir: Path | None = None, *, overwrite: bool = False) -> KeyInfo:
         if passphrase else serialization.NoEncryption()
     )
     _write_private(private_path,
-                   key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+                   key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption),
+                   exclusive=not overwrite)
     public_pem = _public_pem(key.public_key())
     (directory / PUBLIC_KEY_FILE).write_text(public_pem)
     return KeyInfo(key_id_of(key.public_key()), public_pem, directory)
@@ -164,6 +171,23 @@ def load_key(dir: Path | None = None) -> tuple[ec.EllipticCurvePrivateKey, KeyIn
         raise ValueError(f"{private_path} is not an ECDSA P-256 key")
     public = key.public_key()
     return key, KeyInfo(key_id_of(public), _public_pem(public), directory)
+
+
+def signing_key(mode: str, dir: Path | None = None
+                ) -> tuple[tuple[ec.EllipticCurvePrivateKey, KeyInfo] | None, KeyInfo | None]:
+    """The key a sealed run is signed with under Settings.signing `mode`, and the KeyInfo of
+    a key this call created (None when it created none). `auto` creates the key on first use;
+    when another process creates it at the same moment, that one is loaded."""
+    if mode == "off":
+        return None, None
+    loaded = load_key(dir)
+    if loaded is not None or mode != "auto":
+        return loaded, None
+    try:
+        created = create_key(dir)
+    except FileExistsError:  # created by another process since load_key looked
+        return load_key(dir), None
+    return load_key(dir), created
 
 
 def _git_commit(directory: Path) -> str | None:

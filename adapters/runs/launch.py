@@ -29,6 +29,7 @@ from foundry.domain.errors import InvalidInputError, RunStateError
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices
+    from foundry.adapters.settings import Settings
     from foundry.adapters.store.blobs import BlobStore
     from foundry.adapters.store.config import StoreConfig
     from foundry.adapters.store.forge_runs import ForgeRuns
@@ -51,6 +52,8 @@ class RunServices(Protocol):
     def registry(self) -> ExecutorRegistry: ...
     @property
     def blobs(self) -> BlobStore: ...
+    @property
+    def settings(self) -> Settings: ...
 
 
 def _ignore(_event: dict[str, Any]) -> None:
@@ -79,7 +82,8 @@ def execute_leased(foundry: RunServices, run_id: UUID, *, wait_seconds: float,
         # recipe's publish stages publish the run once it completes.
         orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
                                     foundry.state_dir, listener=listener, node=node,
-                                    publishing=cast("PublishServices", foundry))
+                                    publishing=cast("PublishServices", foundry),
+                                    signing=foundry.settings.signing)
         return orchestrator.execute(run_id)
 
 

@@ -124,12 +124,14 @@ class Orchestrator:
                  state_dir: Path, *, progress_interval: float = 5.0,
                  listener: ProgressListener | None = None,
                  node: dict[str, str] | None = None,
-                 publishing: PublishServices | None = None) -> None:
+                 publishing: PublishServices | None = None,
+                 signing: str = "existing") -> None:
         self.runs, self.registry, self.blobs = runs, registry, blobs
         # The system publish stages publish through (forge/publish's path); without it a
         # run leaves them pending, for whoever asked for the run (forge/run) to carry out.
         self.publishing = publishing
         self.node = node  # the cluster node this executes on (recorded with each attempt)
+        self.signing = signing  # Settings.signing: auto, existing or off
         self.state_dir, self.progress_interval = state_dir, progress_interval
         self.listener = listener or (lambda _event: None)
         self.cache = StageCache(runs, blobs)  # completed stages anywhere in this store
@@ -370,14 +372,24 @@ class Orchestrator:
         self.runs.record(run_id, seal)
 
     def _signer(self) -> Callable[[ForgeRun], None]:
-        """Signs a sealed run's artifact when a key is configured (`foundry keys create`);
-        does nothing without one, or when the run is signed already."""
-        from foundry.adapters.publishing.attestation import load_key, sign_artifact
+        """Signs a sealed run's artifact with this machine's key (Settings.signing: `auto`
+        creates it on first use, `existing` signs only when there is one, `off` never);
+        does nothing when the run is signed already."""
+        from foundry.adapters.publishing.attestation import sign_artifact, signing_key
 
-        key = load_key()
+        loaded: list[Any] = []
 
         def sign(r: ForgeRun) -> None:
-            if key is None or r.state.get("integrity"):
+            if r.state.get("integrity"):
+                return
+            if not loaded:  # once per signer, and only when a run is sealed unsigned
+                key, created = signing_key(self.signing)
+                if created is not None:
+                    log.info("signing_key_created", key_id=created.key_id,
+                             directory=str(created.directory))
+                loaded.append(key)
+            key = loaded[0]
+            if key is None:
                 return
             private_key, info = key
             at = utc_now()

@@ -51,7 +51,7 @@ def test_the_readme_path_on_a_fresh_home_ends_with_every_verify_line_ok(tmp_path
             line = f"{line} | tee -a {log}"  # pipefail keeps verify's exit status
         script.append(line)
     assert sum("foundry verify" in line for line in script) == 2, script
-    assert any("keys create" in line for line in script), script
+    assert any("keys show" in line for line in script), script
     proc = subprocess.run(["bash", "-c", "\n".join(script)], env=fresh_env(home),
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
