@@ -49,8 +49,10 @@ log = structlog.get_logger()
 
 # Settings a test or benchmark gives the dispatcher for its tasks (the fake executors). On a
 # fleet, each node's own environment decides (docs/deploy.md); nothing secret is forwarded.
+# FOUNDRY_SIGNING too: a dispatcher told to sign only with existing keys (or never) does not
+# let its tasks create keys on the nodes.
 FORWARDED_ENV = ("FOUNDRY_EXECUTORS", "FOUNDRY_FAKE_SLEEP", "FOUNDRY_FAKE_FAIL_ON",
-                 "FOUNDRY_FAKE_MODELS")
+                 "FOUNDRY_FAKE_MODELS", "FOUNDRY_SIGNING")
 _TOPICS = tuple(t.TOPIC for t in (ForgeRun.Requested, ForgeRun.Completed, ForgeRun.Failed,
                                   ForgeRun.Cancelled, ForgeRun.Imported))
 _ENDED = (ForgeRun.Completed, ForgeRun.Failed, ForgeRun.Imported)
