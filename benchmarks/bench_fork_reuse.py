@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -29,9 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from uuid import UUID
+
+from _demo import demo_module
 
 from foundry.adapters.bootstrap import Foundry
 from foundry.adapters.settings import Settings
@@ -45,16 +45,6 @@ R = "forge_recipes"
 FORK_TIERS = [{"format": "gguf", "variants": ["Q8_0", "Q5_K_M"], "targetDevices": ["cpu"]}]
 # The fork's eval: the same benchmark without the base-model comparison.
 FORK_EVAL = {"type": "eval", "benchmarks": [{"name": "perplexity"}], "compareToBase": False}
-
-
-def demo_module() -> ModuleType:
-    """scripts/demo.py as a module (scripts/ is no package): it builds the inputs."""
-    spec = importlib.util.spec_from_file_location("foundry_demo", ROOT / "scripts" / "demo.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit("cannot load scripts/demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ok(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import json
 import os
 import resource
@@ -62,8 +61,9 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from _demo import demo_module
 
 import foundry.executors.real  # first: sets OMP_WAIT_POLICY before torch loads
 
@@ -77,16 +77,6 @@ CONTENTION_LOAD = 1.5  # 1-minute load average above which the figures are under
 
 
 # --- inputs -----------------------------------------------------------------------------------
-
-def demo_module() -> ModuleType:
-    """scripts/demo.py as a module (scripts/ is no package)."""
-    spec = importlib.util.spec_from_file_location("foundry_demo", ROOT / "scripts" / "demo.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit("cannot load scripts/demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def real_recipe(work: Path | None) -> tuple[dict[str, Any], Path]:
     """The example recipe pointed at the demo's corpus and model; (recipe, corpus dir)."""

@@ -9,35 +9,17 @@ the store itself is not an event's fault: catch-up stops and nothing is set asid
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from eventsourcing.persistence import OperationalError
 
 from foundry.projections import quarantine as q
-from tests.conftest import EXAMPLE, ROOT, ok
+from tests.conftest import EXAMPLE, ok
 
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FOUNDRY_EXECUTORS", "fake")
-    monkeypatch.setenv("FOUNDRY_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("FOUNDRY_KEYS_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    return tmp_path
-
-
-@pytest.fixture
-def foundry(store_url: str, env: Path) -> Iterator[Any]:
-    from foundry.adapters.bootstrap import Foundry
-
-    with Foundry.open(store_url) as f:
-        yield f
+# Fake executors and a private state dir; the conftest foundry opens the store after them.
+pytestmark = pytest.mark.usefixtures("forge_env")
 
 
 def _create(f: Any, name: str) -> str:
