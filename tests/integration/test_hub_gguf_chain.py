@@ -155,12 +155,17 @@ def child_of(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
     return child
 
 
-def test_a_chain_names_the_parents_hub_repo_as_base_model(
-        hub: Any, foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
+def forged_parent(foundry: Any, recipe: dict[str, Any]) -> str:
+    """The parent of a chain: the recipe forged from the Hub id acme/tiny-base."""
     chain_registry(foundry)
     parent = copy.deepcopy(recipe)
     parent["source"]["baseModel"] = "acme/tiny-base"
-    parent_run = forged(foundry, parent)
+    return forged(foundry, parent)
+
+
+def test_a_chain_names_the_parents_hub_repo_as_base_model(
+        hub: Any, foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
+    parent_run = forged_parent(foundry, recipe)
     ok(publish(foundry, parent_run, "hf://org/parent"))
     ok(publish(foundry, parent_run, (tmp_path / "parent").as_uri()))  # the folder forged from
 
@@ -177,10 +182,7 @@ def test_a_chain_names_the_parents_hub_repo_as_base_model(
 
 def test_an_unpublished_parent_leaves_the_original_id_and_says_so(
         hub: Any, foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
-    chain_registry(foundry)
-    parent = copy.deepcopy(recipe)
-    parent["source"]["baseModel"] = "acme/tiny-base"
-    parent_run = forged(foundry, parent)
+    parent_run = forged_parent(foundry, recipe)
     # The weights and alloy beside each other, but no Hub publication of the parent.
     ok(publish(foundry, parent_run, (tmp_path / "parent").as_uri()))
 
@@ -196,10 +198,7 @@ def test_an_unpublished_parent_leaves_the_original_id_and_says_so(
 
 def test_an_alloy_without_the_parents_weights_makes_no_chain(
         hub: Any, foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
-    chain_registry(foundry)
-    parent = copy.deepcopy(recipe)
-    parent["source"]["baseModel"] = "acme/tiny-base"
-    parent_run = forged(foundry, parent)
+    parent_run = forged_parent(foundry, recipe)
     ok(publish(foundry, parent_run, "hf://org/parent"))
     folder = tmp_path / "parent"
     ok(publish(foundry, parent_run, folder.as_uri()))
