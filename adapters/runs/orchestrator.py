@@ -30,6 +30,7 @@ from foundry.adapters.runs.stage_cache import (
     corpus_hash,
     executor_code_version,
     recipe_reads,
+    upstream_files,
     upstream_outputs,
 )
 from foundry.adapters.store.blobs import BlobStore, FileRecord, tree_hash
@@ -300,8 +301,10 @@ class Orchestrator:
             run_id=str(run_id), cycle=cycle, index=index, stage=stage,
             recipe=run.state["recipe"], input_dir=input_dir, output_dir=out, work_dir=scratch,
             base_model_dir=base_dir, seed=STAGE_SEED, device=self.registry.device,
-            # a stage may read a stored output by hash (expert-prune's importanceJson)
-            extras={"blobPath": self.blobs.path_of},
+            # a stage may read a stored output by hash (expert-prune's importanceJson), or
+            # an earlier stage's output file of this run (eval's GGUF tier)
+            extras={"blobPath": self.blobs.path_of,
+                    "upstreamFiles": upstream_files(run.state, cycle, index)},
         )
         reporter = RunReporter(self.runs, run_id, cycle, index, self.progress_interval,
                                self.heartbeat_path(run_id), self.listener, utc_now)

@@ -65,14 +65,21 @@ def recipe_reads(stage_type: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
     return {name: recipe.get(name) for name in RECIPE_READS.get(stage_type, ())}
 
 
-def upstream_outputs(state: Mapping[str, Any], cycle: int, index: int) -> list[str]:
-    """sha256 of every file (not the model) that completed stages before (cycle, index) of
-    this run produced, in stage order: what a later stage may read besides its input."""
+def upstream_files(state: Mapping[str, Any], cycle: int, index: int) -> list[dict[str, Any]]:
+    """Every file (not the model) that completed stages before (cycle, index) of this run
+    produced, in stage order, as {path, sha256, type, cycle, index}: what a later stage may
+    read besides its input (eval reads a GGUF tier from here)."""
     earlier = sorted((r for r in state["stages"].values() if r.get("status") == "completed"
                       and (r["cycle"], r["index"]) < (cycle, index)),
                      key=lambda r: (r["cycle"], r["index"]))
-    return [f"{f['path']}={f['sha256']}" for r in earlier for f in r.get("files") or []
-            if f.get("role") == "output"]
+    return [{"path": f["path"], "sha256": f["sha256"], "type": r.get("type"),
+             "cycle": r["cycle"], "index": r["index"]}
+            for r in earlier for f in r.get("files") or [] if f.get("role") == "output"]
+
+
+def upstream_outputs(state: Mapping[str, Any], cycle: int, index: int) -> list[str]:
+    """`path=sha256` of each of upstream_files: part of every stage's fingerprint."""
+    return [f"{f['path']}={f['sha256']}" for f in upstream_files(state, cycle, index)]
 
 
 def corpus_hash(recipe: Mapping[str, Any]) -> str | None:

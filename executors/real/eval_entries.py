@@ -136,6 +136,12 @@ def code_entry(c: Context, final: Measured, base: Measured, files: list[Path]
     return entry
 
 
+def _transformers_runtime() -> str:
+    from importlib.metadata import version
+
+    return f"transformers {version('transformers')}"
+
+
 def humaneval_entry(c: Context, plan: Plan, final: Measured, base: Measured,
                     files: list[Path]) -> dict[str, Any]:
     he, score, base_score = plan.human, final.human, base.human
@@ -153,8 +159,16 @@ def humaneval_entry(c: Context, plan: Plan, final: Measured, base: Measured,
     ledger = make_ledger(
         harness=HUMAN, dataset=dataset_record(he.data),
         task_ids=[str(p["task_id"]) for p in he.problems], prompt_template=PROMPT_TEMPLATE,
-        sampling=he.settings.sampling(), seed=c.seed, model=final.identity, device=c.device,
-        wall_seconds=score.wall_seconds, samples_hash=digest, base=base_info)
+        sampling=he.settings.sampling(), seed=c.seed, model=score.model or final.identity,
+        device=c.device, wall_seconds=score.wall_seconds, samples_hash=digest, base=base_info)
+    # Which runtime completed the prompts: the forged model's GGUF tier through llama.cpp
+    # (`gguf` in the entry) or its safetensors through transformers, like the base. Not part
+    # of ledgerKey: what is compared is the model as deployed.
+    ledger["runtime"] = score.runtime or _transformers_runtime()
+    if score.model is not None:
+        ledger["modelFile"] = score.model.get("file")
+    if base_info is not None:
+        ledger["baseRuntime"] = _transformers_runtime()
     p1 = score.scores[1]
     entry: dict[str, Any] = {
         "name": HUMAN, "metric": "pass@1", "score": p1, "samplesPath": path.name,

@@ -13,6 +13,7 @@ benchmark's `resultHash` is the SHA-256 of its samples file, and its `ledger`
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import shutil
@@ -35,7 +36,13 @@ from foundry.executors.real.code_mini import (
 from foundry.executors.real.common import load_model, max_positions, set_seed
 from foundry.executors.real.data import corpus_for, token_windows
 from foundry.executors.real.eval_ledger import model_identity
-from foundry.executors.real.humaneval_run import run_humaneval
+from foundry.executors.real.humaneval_run import (
+    Completer,
+    HumanEvalScore,
+    gguf_completer,
+    run_humaneval,
+    transformers_completer,
+)
 from foundry.executors.real.sandbox import require_sandbox
 
 __all__ = ["EvalExecutor", "benchmark_names", "cut_at_boundary", "load_problems",
@@ -108,8 +115,7 @@ def _measure(model: Any, tokenizer: Any, windows: Any, ctx: StageContext,
         code = code_bench(model, tokenizer, ctx.work_dir, plan.samples_name(CODE, base=base))
     human = None
     if plan.human is not None and benches:
-        human = run_humaneval(model, tokenizer, plan.human.problems, plan.human.settings,
-                              ctx.work_dir)
+        human = _humaneval(model, tokenizer, ctx, plan.human, base=base)
     if code is not None:
         completions = code.completions[:N_SAMPLES]
     else:
@@ -118,6 +124,30 @@ def _measure(model: Any, tokenizer: Any, windows: Any, ctx: StageContext,
     model_dir = ctx.base_model_dir if base else ctx.input_dir
     return entries.Measured(model_identity(Path(model_dir)), sums, ppl_seconds, code, human,
                     completions)
+
+
+def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanEvalPlan, *,
+               base: bool) -> HumanEvalScore:
+    """HumanEval on the model in hand, or, for the forged model when the entry names `gguf`,
+    on that GGUF tier of this run through llama.cpp (the base model has no tier: it runs
+    through transformers, and the ledger records each side's runtime and file)."""
+    settings = he.settings
+    if base or settings.gguf is None:
+        complete: Completer = transformers_completer(model, tokenizer, settings)
+        return run_humaneval(complete, he.problems, settings, ctx.work_dir)
+    from foundry.executors.real.gguf_generate import runtime, tier_file
+
+    record = tier_file(list(ctx.extras.get("upstreamFiles") or []), settings.gguf)
+    lookup = ctx.extras.get("blobPath")
+    if lookup is None:
+        raise ExecutorError("humaneval gguf: this worker was given no blob store to read the "
+                            "GGUF tier from")
+    path, name = Path(lookup(str(record["sha256"]))), str(record["path"])
+    complete = gguf_completer(path, name, settings, ctx.seed,
+                              ctx.work_dir / "humaneval-llama-cpp.log")
+    score = run_humaneval(complete, he.problems, settings, ctx.work_dir)
+    return dataclasses.replace(score, runtime=runtime(), model={
+        "hash": str(record["sha256"]), "format": "gguf", "file": name})
 
 
 class EvalExecutor:

@@ -3,14 +3,16 @@
 `Settings.from_def` reads a stage's benchmark entry: `subset`, `limit`, `samples` (n per
 problem; 1 = greedy), `k` (the pass@k to report besides pass@1), `temperature`/`topP` (only
 when samples > 1), `maxNewTokens`, `timeoutS` (per candidate), `dataFile` (a local
-HumanEval.jsonl[.gz] instead of the package's). Every candidate runs in the bubblewrap sandbox
-with the sandbox's time and memory limits.
+HumanEval.jsonl[.gz] instead of the package's), `gguf` (a quant type such as "Q4_K_M": the
+forged model's completions come from that GGUF tier of this run through llama.cpp,
+gguf_generate.py, instead of from its safetensors through transformers). Every candidate
+runs in the bubblewrap sandbox with the sandbox's time and memory limits.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from foundry.executors.real.humaneval import (
 from foundry.executors.real.sandbox import run_candidate
 
 DEFAULT_MAX_NEW_TOKENS, DEFAULT_TIMEOUT_S = 256, 10.0
+# prompts -> the completions of each (settings.samples per prompt), cut at the stop sequences
+Completer = Callable[[Sequence[str]], list[list[str]]]
 
 
 def _int(entry: Mapping[str, Any], key: str, default: int | None, low: int) -> int | None:
@@ -57,6 +61,7 @@ class Settings:
     top_p: float
     max_new_tokens: int
     timeout_s: float
+    gguf: str | None = None
 
     @classmethod
     def from_def(cls, entry: Mapping[str, Any]) -> Settings:
@@ -68,13 +73,18 @@ class Settings:
             raise ExecutorError(f"humaneval k must be integers in 1..samples ({samples}), "
                                 f"got {raw_k!r}")
         subset = entry.get("subset")
+        gguf = entry.get("gguf")
+        if gguf is not None and (not isinstance(gguf, str) or not gguf.strip()):
+            raise ExecutorError(f"humaneval gguf must be a quant type such as 'Q4_K_M', "
+                                f"got {gguf!r}")
         return cls(subset=str(subset) if subset else None, limit=_int(entry, "limit", None, 1),
                    samples=samples, ks=tuple(sorted({1, *ks})),
                    temperature=_float(entry, "temperature", 0.8, 0.0, 2.0),
                    top_p=_float(entry, "topP", 0.95, 0.0, 1.0),
                    max_new_tokens=_int(entry, "maxNewTokens", DEFAULT_MAX_NEW_TOKENS, 1)
                    or DEFAULT_MAX_NEW_TOKENS,
-                   timeout_s=_float(entry, "timeoutS", DEFAULT_TIMEOUT_S, 0.0, 120.0))
+                   timeout_s=_float(entry, "timeoutS", DEFAULT_TIMEOUT_S, 0.0, 120.0),
+                   gguf=gguf.strip().upper() if gguf else None)
 
     def sampling(self) -> dict[str, Any]:
         """The sampling parameters as the ledger records them."""
@@ -116,27 +126,49 @@ def generate(model: Any, tokenizer: Any, prompt: str, settings: Settings) -> lis
             for row in out]
 
 
+def transformers_completer(model: Any, tokenizer: Any, settings: Settings) -> Completer:
+    return lambda prompts: [generate(model, tokenizer, p, settings) for p in prompts]
+
+
+def gguf_completer(path: Path, label: str, settings: Settings, seed: int,
+                   log_file: Path) -> Completer:
+    from foundry.executors.real.gguf_generate import completions
+
+    def complete(prompts: Sequence[str]) -> list[list[str]]:
+        got = completions(path, label, prompts, samples=settings.samples,
+                          greedy=settings.samples == 1, temperature=settings.temperature,
+                          top_p=settings.top_p, max_tokens=settings.max_new_tokens,
+                          stop=STOP_SEQUENCES, seed=seed, log_file=log_file)
+        return [[truncate(t)[0] for t in texts] for texts in got]
+
+    return complete
+
+
 @dataclass(frozen=True)
 class HumanEvalScore:
-    """pass@k per k, the per-candidate rows (for the samples file), the wall time."""
+    """pass@k per k, the per-candidate rows (for the samples file), the wall time; `model`
+    and `runtime` when the completions came from another file than the stage's model (a
+    GGUF tier through llama.cpp)."""
 
     scores: dict[int, float | None]
     rows: list[dict[str, Any]]
     unjudged: list[str]
     wall_seconds: float
+    model: dict[str, str] | None = None
+    runtime: str | None = None
 
 
-def run_humaneval(model: Any, tokenizer: Any, problems: list[dict[str, Any]],
+def run_humaneval(complete: Completer, problems: list[dict[str, Any]],
                   settings: Settings, work_dir: Path) -> HumanEvalScore:
     """Generate, judge every candidate in the sandbox, estimate pass@k."""
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     counts: list[tuple[int, int]] = []
     unjudged: list[str] = []
-    for problem in problems:
+    answers = complete([str(p["prompt"]) for p in problems])
+    for problem, candidates in zip(problems, answers, strict=True):
         passed = 0
-        for sample, completion in enumerate(generate(model, tokenizer, problem["prompt"],
-                                                     settings)):
+        for sample, completion in enumerate(candidates):
             program, probes = judged_program(problem, completion)
             if probes == 0 and sample == 0:
                 unjudged.append(str(problem["task_id"]))

@@ -8,6 +8,7 @@ hidden-128 twin shows the K-quant fallback. Everything runs offline on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -375,3 +376,56 @@ def test_sandbox_does_not_count_an_early_exit_as_a_pass(tmp_path: Path) -> None:
                            work_dir=tmp_path)
     assert not result.passed and result.error == "the program raised SystemExit"
     assert "bwrap" in result.containment and "rlimits" in result.containment
+
+
+def _tier_ctx(tmp: Path, stage: dict[str, Any], assets: Assets,
+              tiers: list[Path]) -> StageContext:
+    """An eval context whose run wrote `tiers` in an earlier stage (as the orchestrator hands
+    them over: the upstream records, and the blob store's path for each hash)."""
+    by_hash = {"sha256:" + hashlib.sha256(p.read_bytes()).hexdigest(): p for p in tiers}
+    ctx = _ctx(tmp, stage, assets.recipe, assets.trained, assets.base)
+    upstream = [{"path": p.name, "sha256": h, "type": "quant", "cycle": 1, "index": 0}
+                for h, p in by_hash.items()]
+    return dataclasses.replace(ctx, extras={"blobPath": lambda h: by_hash[h],
+                                            "upstreamFiles": upstream})
+
+
+def test_humaneval_scores_the_gguf_tier_through_llama_cpp_when_the_entry_names_it(
+    assets: Assets, tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp")
+    from foundry.executors.real.evaluate import EvalExecutor
+    from foundry.executors.real.quant import QuantExecutor
+
+    quant = QuantExecutor().run(_ctx(tmp_path / "q", {"type": "quant", "format": "gguf",
+                                                      "quantTypes": ["Q8_0"]},
+                                     assets.recipe, assets.trained, assets.base), _Reporter())
+    q8 = next(p for p in quant.files if p.name == "model-Q8_0.gguf")
+    stage = {"type": "eval", "compareToBase": True, "benchmarks": [
+        {"name": "humaneval", "limit": 2, "maxNewTokens": 24, "gguf": "q8_0"}]}
+    result = EvalExecutor().run(_tier_ctx(tmp_path / "e", stage, assets, list(quant.files)),
+                                _Reporter())
+    human = next(b for b in result.metrics["benchmarks"] if b["name"] == "humaneval")
+    led = human["ledger"]
+    assert led["modelHash"] == "sha256:" + hashlib.sha256(q8.read_bytes()).hexdigest()
+    assert led["modelFormat"] == "gguf" and led["modelFile"] == "model-Q8_0.gguf"
+    assert led["runtime"].startswith("llama-cpp-python ")
+    assert led["baseRuntime"].startswith("transformers ")
+    assert led["baseModelFormat"] == "safetensors"
+    samples = next(p for p in result.files if p.name == human["samplesPath"])
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [r["taskId"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
+    assert human["score"] == sum(r["passed"] for r in rows) / 2
+
+    # The tier is really what runs: one that llama.cpp cannot load fails the benchmark, named.
+    broken = tmp_path / "broken" / "model-Q8_0.gguf"
+    broken.parent.mkdir()
+    broken.write_bytes(b"GGUF but not really")
+    with pytest.raises(ExecutorError, match=r"llama.cpp could not generate with model-Q8_0"):
+        EvalExecutor().run(_tier_ctx(tmp_path / "b", stage, assets, [broken]), _Reporter())
+    # A tier no earlier stage wrote is refused, naming those there are.
+    missing = {**stage, "benchmarks": [{"name": "humaneval", "limit": 1, "gguf": "Q2_K"}]}
+    written = ", ".join(sorted(p.name[6:-5] for p in quant.files))  # model-<TYPE>.gguf
+    with pytest.raises(ExecutorError, match=rf"'Q2_K'.*tiers written: {written}\)"):
+        EvalExecutor().run(_tier_ctx(tmp_path / "m", missing, assets, list(quant.files)),
+                           _Reporter())
