@@ -8,6 +8,7 @@ one is redone, and each (cycle, stage) ends with exactly one completion event.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -46,6 +47,7 @@ from foundry.executors.errors import StageCancelledError
 from foundry.executors.registry import ExecutorRegistry
 
 if TYPE_CHECKING:
+    from foundry.adapters.publishing.attestation import KeyInfo
     from foundry.adapters.publishing.ports import PublishServices
 
 log = structlog.get_logger()
@@ -126,7 +128,7 @@ class Orchestrator:
                  listener: ProgressListener | None = None,
                  node: dict[str, str] | None = None,
                  publishing: PublishServices | None = None,
-                 signing: str = "existing") -> None:
+                 signing: str) -> None:
         self.runs, self.registry, self.blobs = runs, registry, blobs
         # The system publish stages publish through (forge/publish's path); without it a
         # run leaves them pending, for whoever asked for the run (forge/run) to carry out.
@@ -378,20 +380,16 @@ class Orchestrator:
         """Signs a sealed run's artifact with this machine's key (Settings.signing: `auto`
         creates it on first use, `existing` signs only when there is one, `off` never);
         does nothing when the run is signed already."""
-        from foundry.adapters.publishing.attestation import sign_artifact, signing_key
+        from foundry.adapters.publishing.attestation import sign_artifact
 
-        loaded: list[Any] = []
+        # Looked up (and under `auto` created) once per signer, and only when a run is sealed
+        # unsigned: resuming a run that is signed already never creates a key.
+        key_once = functools.cache(self._signing_key)
 
         def sign(r: ForgeRun) -> None:
             if r.state.get("integrity"):
                 return
-            if not loaded:  # once per signer, and only when a run is sealed unsigned
-                key, created = signing_key(self.signing)
-                if created is not None:
-                    log.info("signing_key_created", key_id=created.key_id,
-                             directory=str(created.directory))
-                loaded.append(key)
-            key = loaded[0]
+            key = key_once()
             if key is None:
                 return
             private_key, info = key
@@ -402,6 +400,15 @@ class Orchestrator:
             log.info("artifact_signed", key_id=info.key_id)
 
         return sign
+
+    def _signing_key(self) -> tuple[Any, KeyInfo] | None:
+        from foundry.adapters.publishing.attestation import signing_key
+
+        key, created = signing_key(self.signing)
+        if created is not None:
+            log.info("signing_key_created", key_id=created.key_id,
+                     directory=str(created.directory))
+        return key
 
     def _sign_sealed(self, run_id: UUID) -> None:
         """A run sealed before signing joined the seal step (or before a key existed) is
