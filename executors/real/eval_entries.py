@@ -19,7 +19,7 @@ from foundry.executors.real.code_mini import (
     problems_file_hash,
     write_jsonl,
 )
-from foundry.executors.real.eval_ledger import make_ledger
+from foundry.executors.real.eval_ledger import make_ledger, runtime_of
 from foundry.executors.real.humaneval import PROMPT_TEMPLATE, DataSet, load_dataset, select
 from foundry.executors.real.humaneval_run import HumanEvalScore, Settings, dataset_record
 from foundry.executors.real.sandbox import containment
@@ -136,12 +136,6 @@ def code_entry(c: Context, final: Measured, base: Measured, files: list[Path]
     return entry
 
 
-def _transformers_runtime() -> str:
-    from importlib.metadata import version
-
-    return f"transformers {version('transformers')}"
-
-
 def humaneval_entry(c: Context, plan: Plan, final: Measured, base: Measured,
                     files: list[Path]) -> dict[str, Any]:
     he, score, base_score = plan.human, final.human, base.human
@@ -164,11 +158,11 @@ def humaneval_entry(c: Context, plan: Plan, final: Measured, base: Measured,
     # Which runtime completed the prompts: the forged model's GGUF tier through llama.cpp
     # (`gguf` in the entry) or its safetensors through transformers, like the base. Not part
     # of ledgerKey: what is compared is the model as deployed.
-    ledger["runtime"] = score.runtime or _transformers_runtime()
+    ledger["runtime"] = score.runtime or runtime_of("transformers")
     if score.model is not None:
         ledger["modelFile"] = score.model.get("file")
     if base_info is not None:
-        ledger["baseRuntime"] = _transformers_runtime()
+        ledger["baseRuntime"] = runtime_of("transformers")
     p1 = score.scores[1]
     entry: dict[str, Any] = {
         "name": HUMAN, "metric": "pass@1", "score": p1, "samplesPath": path.name,

@@ -51,6 +51,14 @@ def model_identity(model_dir: Path) -> dict[str, str]:
     return {"hash": sha256_text(lines), "format": "+".join(formats)}
 
 
+def runtime_of(distribution: str) -> str:
+    """The package that completed the prompts, as a ledger records it, e.g.
+    "llama-cpp-python 0.3.36" or "transformers 5.0.0"."""
+    from importlib.metadata import version
+
+    return f"{distribution} {version(distribution)}"
+
+
 def ledger_key(ledger: Mapping[str, Any]) -> str:
     """The hash of what makes two scores comparable (module docstring)."""
     parts = {k: ledger.get(k) for k in KEY_FIELDS}

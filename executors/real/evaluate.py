@@ -35,7 +35,7 @@ from foundry.executors.real.code_mini import (
 )
 from foundry.executors.real.common import load_model, max_positions, set_seed
 from foundry.executors.real.data import corpus_for, token_windows
-from foundry.executors.real.eval_ledger import model_identity
+from foundry.executors.real.eval_ledger import model_identity, runtime_of
 from foundry.executors.real.humaneval_run import (
     Completer,
     HumanEvalScore,
@@ -135,7 +135,7 @@ def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanE
     if base or settings.gguf is None:
         complete: Completer = transformers_completer(model, tokenizer, settings)
         return run_humaneval(complete, he.problems, settings, ctx.work_dir)
-    from foundry.executors.real.gguf_generate import runtime, tier_file
+    from foundry.executors.real.gguf_generate import tier_file
 
     record = tier_file(list(ctx.extras.get("upstreamFiles") or []), settings.gguf)
     lookup = ctx.extras.get("blobPath")
@@ -146,7 +146,7 @@ def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanE
     complete = gguf_completer(path, name, settings, ctx.seed,
                               ctx.work_dir / "humaneval-llama-cpp.log")
     score = run_humaneval(complete, he.problems, settings, ctx.work_dir)
-    return dataclasses.replace(score, runtime=runtime(), model={
+    return dataclasses.replace(score, runtime=runtime_of("llama-cpp-python"), model={
         "hash": str(record["sha256"]), "format": "gguf", "file": name})
 
 

@@ -11,7 +11,6 @@ temperature and top_p with a seed per sample.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -48,13 +47,6 @@ print(json.dumps(out))
 N_CTX = 2048  # HumanEval prompts are under 1,000 tokens; the budget is what is left of this
 
 
-def runtime() -> str:
-    """The runtime as the ledger records it, e.g. "llama-cpp-python 0.3.36"."""
-    from importlib.metadata import version
-
-    return f"llama-cpp-python {version('llama-cpp-python')}"
-
-
 def tier_file(upstream: Sequence[Mapping[str, Any]], quant_type: str) -> dict[str, Any]:
     """The latest `model-<quant_type>.gguf` an earlier stage of this run wrote (a record with
     path and sha256). ExecutorError names the tiers there are when none matches."""
@@ -78,12 +70,11 @@ def completions(path: Path, label: str, prompts: Sequence[str], *, samples: int,
     job = {"path": str(path), "prompts": list(prompts), "samples": samples, "greedy": greedy,
            "temperature": temperature, "topP": top_p, "maxTokens": max_tokens,
            "stop": list(stop), "seed": seed, "nCtx": N_CTX}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_file.open("ab") as log:
         try:
             proc = subprocess.run([sys.executable, "-c", _SCRIPT], input=json.dumps(job).encode(),
                                   stdout=subprocess.PIPE, stderr=log, timeout=timeout_s,
-                                  check=False, env=env)
+                                  check=False)
         except subprocess.TimeoutExpired as e:
             raise ExecutorError(f"llama.cpp did not complete {len(prompts)} prompts in "
                                 f"{timeout_s}s; see {log_file.name}") from e
