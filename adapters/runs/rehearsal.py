@@ -155,9 +155,10 @@ def _cap_stage(index: int, stage: dict[str, Any], caps: list[dict[str, Any]]) ->
 
 def cap_benchmarks(entries: list[Any], where: str, caps: list[dict[str, Any]]) -> list[Any]:
     """Each benchmark entry with BENCHMARK_CAPS applied (a bare name becomes an object);
-    every change is recorded in `caps` with where it was."""
+    every change is recorded in `caps` with where it was, the entry named by its benchmark
+    (a position could be the recipe's or the one left after unknown benchmarks are dropped)."""
     out: list[Any] = []
-    for position, entry in enumerate(entries):
+    for entry in entries:
         name = str(entry.get("name") if isinstance(entry, dict) else entry)
         limits = BENCHMARK_CAPS.get(name)
         if not limits:
@@ -168,7 +169,7 @@ def cap_benchmarks(entries: list[Any], where: str, caps: list[dict[str, Any]]) -
             value = capped.get(field)
             if not isinstance(value, int) or isinstance(value, bool) or value > cap:
                 capped[field] = cap
-                caps.append({"field": f"{where}[{position}].{field}", "type": name,
+                caps.append({"field": f"{where}[{name}].{field}", "type": name,
                              "from": value, "to": cap})
         out.append(capped)
     return out

@@ -13,8 +13,9 @@ def test_humaneval_is_capped_and_each_cap_recorded() -> None:
     out = cap_benchmarks(["perplexity", "humaneval"], "evaluationBenchmarks", caps)
     assert out == ["perplexity", {"name": "humaneval", "limit": 2, "maxNewTokens": 32}]
     assert caps == [
-        {"field": "evaluationBenchmarks[1].limit", "type": "humaneval", "from": None, "to": 2},
-        {"field": "evaluationBenchmarks[1].maxNewTokens", "type": "humaneval", "from": None,
+        {"field": "evaluationBenchmarks[humaneval].limit", "type": "humaneval", "from": None,
+         "to": 2},
+        {"field": "evaluationBenchmarks[humaneval].maxNewTokens", "type": "humaneval", "from": None,
          "to": 32}]
 
 
@@ -23,5 +24,5 @@ def test_values_under_the_cap_are_kept_and_not_reported() -> None:
     entry = {"name": "humaneval", "limit": 1, "maxNewTokens": 400, "subset": "0-9"}
     out = cap_benchmarks([entry], "stages[2].benchmarks", caps)
     assert out == [{"name": "humaneval", "limit": 1, "maxNewTokens": 32, "subset": "0-9"}]
-    assert [c["field"] for c in caps] == ["stages[2].benchmarks[0].maxNewTokens"]
+    assert [c["field"] for c in caps] == ["stages[2].benchmarks[humaneval].maxNewTokens"]
     assert entry["maxNewTokens"] == 400  # the recipe's own entry is not touched
