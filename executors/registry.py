@@ -46,6 +46,7 @@ class ExecutorRegistry:
         executors: Iterable[StageExecutor] = (),
         *,
         known_benchmarks: Iterable[str] = (),
+        data_file_benchmarks: Iterable[str] = (),
         source_resolver: SourceResolver = resolve_local_source,
         device: str = "cpu",
         architecture_check: ArchitectureCheck | None = None,
@@ -53,6 +54,8 @@ class ExecutorRegistry:
     ) -> None:
         self._executors: dict[str, StageExecutor] = {}
         self.known_benchmarks: frozenset[str] = frozenset(known_benchmarks)
+        # benchmarks eval runs only on a local data file its entry names (`dataFile`)
+        self.data_file_benchmarks: frozenset[str] = frozenset(data_file_benchmarks)
         self.source_resolver: SourceResolver = source_resolver
         self.device = device  # what StageContext.device is set to for this worker
         # None: any architecture (the fake executors do not look at the model)

@@ -32,6 +32,7 @@ from foundry.domain.values import ForgeRecipe
 
 if TYPE_CHECKING:
     from foundry.adapters.commands.ports import Call, CommandServices
+    from foundry.executors.registry import ExecutorRegistry
 
 Result = dict[str, Any]
 # A heartbeat older than this, from an owner we cannot check directly, means a dead owner.
@@ -154,17 +155,32 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
     if problem:
         raise InvalidInputError("source.architecture", problem)
     ForgeRecipe.model_validate(recipe)  # stored data was validated; this guards old events
-    names = {b["name"] for s in stages if s["type"] == "eval" for b in s.get("benchmarks", [])}
-    names |= {b["name"] for b in recipe.get("evaluationBenchmarks") or []}
-    unknown = sorted(names - registry.known_benchmarks)
-    if unknown:
-        raise InvalidInputError(
-            "benchmarks", f"unknown benchmark(s) {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(registry.known_benchmarks))}")
+    entries = [b for s in stages if s["type"] == "eval" for b in s.get("benchmarks", [])]
+    entries += list(recipe.get("evaluationBenchmarks") or [])
+    _check_benchmarks(entries, registry)
     unproducible = registry.unproducible_tiers(recipe.get("quantTiers"))
     if unproducible:
         raise InvalidInputError(
             "quantTiers", f"cannot be produced on this foundry: {'; '.join(unproducible)}")
+
+
+def _check_benchmarks(entries: list[dict[str, Any]], registry: ExecutorRegistry) -> None:
+    """Every benchmark is one eval knows, or one it runs on a local `dataFile` and the entry
+    names one (whether that file is there is checked where the stage runs: on its worker)."""
+    known, on_file = registry.known_benchmarks, registry.data_file_benchmarks
+    unknown = sorted({b["name"] for b in entries} - known - on_file)
+    if unknown:
+        raise InvalidInputError(
+            "benchmarks", f"unknown benchmark(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(known))}"
+            + (f"; with a local dataFile: {', '.join(sorted(on_file))}" if on_file else ""))
+    without = sorted({b["name"] for b in entries
+                      if b["name"] in on_file and b["name"] not in known
+                      and not (isinstance(b.get("dataFile"), str) and b["dataFile"].strip())})
+    if without:
+        raise InvalidInputError(
+            "benchmarks", f"{', '.join(without)}: no data set for it is installed here; give "
+            f"the entry a dataFile (a local JSON Lines file, docs/evaluation.md)")
 
 
 def check_node(services: CommandServices, hardware_node: str) -> None:

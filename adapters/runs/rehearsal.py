@@ -38,8 +38,10 @@ STEP_CAPS: dict[str, dict[str, tuple[int, int | None]]] = {
 }
 # Per benchmark: field -> cap. HumanEval over all 164 problems at 512 new tokens takes minutes
 # on a scale model; two problems at 32 tokens still load the data set, generate, and judge in
-# the sandbox.
-BENCHMARK_CAPS: dict[str, dict[str, int]] = {"humaneval": {"limit": 2, "maxNewTokens": 32}}
+# the sandbox. The same holds for gsm8k and mmlu given a dataFile (thousands of rows each).
+BENCHMARK_CAPS: dict[str, dict[str, int]] = {
+    "humaneval": {"limit": 2, "maxNewTokens": 32}, "gsm8k": {"limit": 2, "maxNewTokens": 32},
+    "mmlu": {"limit": 4}, "mmlu-pro": {"limit": 4}}
 MAX_CYCLES = 3
 NEVER_PUBLISHED = "a rehearsal is never published: its artifact forges a scale model"
 STAND_IN_CORPUS = "foundry stand-in corpus (CPython standard-library text, 16 KB)"
@@ -175,16 +177,30 @@ def cap_benchmarks(entries: list[Any], where: str, caps: list[dict[str, Any]]) -
     return out
 
 
-def _known_benchmarks(entries: list[Any], known: frozenset[str], where: str,
-                      stand_ins: list[dict[str, Any]]) -> list[Any]:
-    kept = [b for b in entries if str(b.get("name") if isinstance(b, dict) else b) in known]
-    dropped = [str(b.get("name") if isinstance(b, dict) else b) for b in entries
-               if b not in kept]
-    if dropped:
-        stand_ins.append({"kind": "benchmarks", "where": where, "replaced": dropped,
-                          "by": "perplexity on the calibration corpus's held-out split",
+def _runnable_benchmarks(entries: list[Any], registry: ExecutorRegistry, where: str,
+                         stand_ins: list[dict[str, Any]]) -> list[Any]:
+    """The entries this worker's eval runs: known ones, and data-file ones (mmlu, gsm8k)
+    whose entry names a dataFile. The rest are stood in for, each with why."""
+    def name(b: Any) -> str:
+        return str(b.get("name") if isinstance(b, dict) else b)
+
+    def has_file(b: Any) -> bool:
+        return isinstance(b, dict) and bool(b.get("dataFile"))
+
+    kept = [b for b in entries if name(b) in registry.known_benchmarks
+            or (name(b) in registry.data_file_benchmarks and has_file(b))]
+    dropped = [b for b in entries if b not in kept]
+    unknown = [name(b) for b in dropped if name(b) not in registry.data_file_benchmarks]
+    no_file = [name(b) for b in dropped if name(b) in registry.data_file_benchmarks]
+    by = "perplexity on the calibration corpus's held-out split"
+    if unknown:
+        stand_ins.append({"kind": "benchmarks", "where": where, "replaced": unknown, "by": by,
                           "why": "not known to this worker's eval executor; a real run "
                                  "refuses them up front"})
+    if no_file:
+        stand_ins.append({"kind": "benchmarks", "where": where, "replaced": no_file, "by": by,
+                          "why": "their data sets are not installed here and the entry names "
+                                 "no dataFile; a real run refuses them up front"})
     return kept or [{"name": "perplexity"}]
 
 
@@ -236,8 +252,8 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
             capped = _cap_stage(index, stage, caps)
             if kind == "eval":
                 where = f"stages[{index}].benchmarks"
-                capped["benchmarks"] = cap_benchmarks(_known_benchmarks(
-                    list(stage.get("benchmarks") or []), registry.known_benchmarks,
+                capped["benchmarks"] = cap_benchmarks(_runnable_benchmarks(
+                    list(stage.get("benchmarks") or []), registry,
                     where, stand_ins), where, caps)
             stages.append(capped)
     if not stages:
@@ -248,8 +264,8 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
     if out.get("quantTiers"):
         out["quantTiers"] = _producible_tiers(list(out["quantTiers"]), registry, passed_over)
     if out.get("evaluationBenchmarks"):
-        out["evaluationBenchmarks"] = cap_benchmarks(_known_benchmarks(
-            list(out["evaluationBenchmarks"]), registry.known_benchmarks,
+        out["evaluationBenchmarks"] = cap_benchmarks(_runnable_benchmarks(
+            list(out["evaluationBenchmarks"]), registry,
             "evaluationBenchmarks", stand_ins), "evaluationBenchmarks", caps)
     cycles = int(recipe.get("cycles") or 1)
     if cycles > MAX_CYCLES:

@@ -87,6 +87,7 @@ def build_registry() -> ExecutorRegistry:
     quant_executor = _import("foundry.executors.real.quant", "QuantExecutor")
     eval_executor = _import("foundry.executors.real.evaluate", "EvalExecutor")
     known_benchmarks = _import("foundry.executors.real.evaluate", "KNOWN_BENCHMARKS")
+    data_file_benchmarks = _import("foundry.executors.real.evaluate", "DATA_FILE_BENCHMARKS")
     return ExecutorRegistry(
         (
             PruneExecutor(),
@@ -102,6 +103,7 @@ def build_registry() -> ExecutorRegistry:
             eval_executor(),
         ),
         known_benchmarks=known_benchmarks,
+        data_file_benchmarks=data_file_benchmarks,
         source_resolver=resolve_source,
         device=pick_device(),
         architecture_check=architecture_problem,

@@ -3,6 +3,7 @@ with its ledger (eval_ledger.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from foundry.executors.real.code_mini import (
     problems_file_hash,
     write_jsonl,
 )
-from foundry.executors.real.eval_ledger import make_ledger, runtime_of
+from foundry.executors.real.data_benchmarks import (
+    DATA_FILE_BENCHMARKS,
+    MULTIPLE_CHOICE,
+    DataPlan,
+    DataScore,
+    plan_data_benchmark,
+)
+from foundry.executors.real.eval_ledger import make_ledger, runtime_of, sha256_text
 from foundry.executors.real.humaneval import PROMPT_TEMPLATE, DataSet, load_dataset, select
 from foundry.executors.real.humaneval_run import HumanEvalScore, Settings, dataset_record
 from foundry.executors.real.sandbox import containment
@@ -43,6 +51,7 @@ class Plan:
     defs: Mapping[str, Mapping[str, Any]]
     compare: bool
     human: HumanEvalPlan | None
+    data: tuple[DataPlan, ...] = ()
 
     def samples_name(self, name: str, *, base: bool) -> str:
         key = "baseSamplesPath" if base else "samplesPath"
@@ -62,7 +71,17 @@ def plan_of(stage: Mapping[str, Any], names: list[str]) -> Plan:
         problems = select(data.problems, settings.subset, settings.limit)
         label = settings.subset or (f"first {settings.limit}" if settings.limit else None)
         human = HumanEvalPlan(data, problems, settings, label)
-    return Plan(names, defs, bool(stage.get("compareToBase", True)), human)
+    data_plans = tuple(_data_plan(name, defs.get(name, {})) for name in names
+                       if name in DATA_FILE_BENCHMARKS)
+    return Plan(names, defs, bool(stage.get("compareToBase", True)), human, data_plans)
+
+
+def _data_plan(name: str, entry: Mapping[str, Any]) -> DataPlan:
+    if name in MULTIPLE_CHOICE:
+        from foundry.executors.real.mmlu import parse_row
+    else:
+        from foundry.executors.real.gsm8k import parse_row
+    return plan_data_benchmark(name, entry, parse_row)
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,7 @@ class Measured:
     code: CodeScore | None
     human: HumanEvalScore | None
     completions: list[str]
+    data: Mapping[str, DataScore] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,4 +200,57 @@ def humaneval_entry(c: Context, plan: Plan, final: Measured, base: Measured,
                      **({"delta": round(p1 - b1, 6)} if p1 is not None and b1 is not None
                         else {}))
         entry["metrics"]["basePassAtK"] = {f"pass@{k}": v for k, v in base_score.scores.items()}
+    return entry
+
+
+def data_entry(c: Context, plan: Plan, data: DataPlan, final: Measured, base: Measured,
+               files: list[Path]) -> dict[str, Any]:
+    """The entry of a data-file benchmark (mmlu, mmlu-pro, gsm8k): accuracy, its ledger."""
+    score, base_score = final.data[data.name], base.data.get(data.name)
+    path = Path(files[0]).parent / plan.samples_name(data.name, base=False)
+    digest = write_jsonl(path, score.rows)
+    files.append(path)
+    base_info = None
+    if base_score is not None:
+        base_path = path.parent / plan.samples_name(data.name, base=True)
+        files.append(base_path)
+        base_info = _base_part(base, base_score.wall_seconds,
+                               write_jsonl(base_path, base_score.rows))
+    if data.name in MULTIPLE_CHOICE:
+        from foundry.executors.real import mmlu
+
+        template = mmlu.PROMPT_TEMPLATE
+        sampling: dict[str, Any] = {"method": "loglikelihood", "continuations": "letters"}
+        metric = "acc"
+    else:
+        from foundry.executors.real import gsm8k
+
+        template = gsm8k.PROMPT_TEMPLATE
+        sampling = {"greedy": True, "maxNewTokens": data.settings.max_new_tokens,
+                    "stop": list(gsm8k.STOP_SEQUENCES)}
+        metric = "exact_match"
+    sampling.update(nShot=data.settings.n_shot,
+                    shotIdsHash=sha256_text("\n".join(data.shot_ids)) if data.shot_ids else None)
+    ledger = make_ledger(
+        harness=data.name, dataset=data.dataset_record(),
+        task_ids=[p.task_id for p in data.problems], prompt_template=template,
+        sampling=sampling, seed=c.seed, model=final.identity, device=c.device,
+        wall_seconds=score.wall_seconds, samples_hash=digest, base=base_info)
+    ledger["runtime"] = runtime_of("transformers")
+    if data.shot_ids:
+        ledger["shotIds"] = data.shot_ids
+    entry: dict[str, Any] = {
+        "name": data.name, "metric": metric, "score": score.score, "samplesPath": path.name,
+        "resultHash": digest, "ledger": ledger,
+        "metrics": {"problems": len(data.problems), "correct": score.correct},
+    }
+    if data.settings.subset or data.settings.limit:
+        entry["subset"] = data.settings.subset or f"first {data.settings.limit}"
+    if data.settings.n_shot:
+        entry["nShot"] = data.settings.n_shot
+    if base_score is not None and base_info is not None:
+        entry.update(baseScore=base_score.score, baseSamplesPath=Path(files[-1]).name,
+                     baseResultHash=base_info["samplesHash"],
+                     delta=round(score.score - base_score.score, 6))
+        entry["metrics"]["baseCorrect"] = base_score.correct
     return entry

@@ -21,7 +21,8 @@ from typing import Any
 # Bumped when a harness here changes in a way that can move a score (prompting, stopping,
 # judging). Part of every ledger key.
 HARNESS_VERSIONS = {"perplexity": "foundry-perplexity/1", "foundry-code-mini": "foundry-code/1",
-                    "humaneval": "foundry-humaneval/1"}
+                    "humaneval": "foundry-humaneval/1", "mmlu": "foundry-mmlu/1",
+                    "mmlu-pro": "foundry-mmlu/1", "gsm8k": "foundry-gsm8k/1"}
 KEY_FIELDS = ("harness", "harnessVersion", "datasetHash", "problems", "taskIdsHash",
               "promptTemplateHash", "sampling", "seed")
 _WEIGHT_SUFFIXES = {".safetensors": "safetensors", ".gguf": "gguf", ".bin": "pytorch"}

@@ -4,8 +4,9 @@
 (`ctx.base_model_dir`) score the same held-out windows of the recipe's corpus, cut by the forged
 model's tokenizer (the base must share its vocabulary). `foundry-code-mini` (code_mini.py) and
 `humaneval` (humaneval.py, humaneval_run.py) complete problems with each model and judge every
-candidate in the bubblewrap sandbox. Benchmarks this worker has no runner or data for (mmlu,
-gsm8k, ...) are refused by name before any model is loaded.
+candidate in the bubblewrap sandbox. `mmlu`, `mmlu-pro` (mmlu.py) and `gsm8k` (gsm8k.py) run on
+a local `dataFile` the entry names (data_benchmarks.py), hashed into the ledger. Benchmarks this
+worker has no runner or data for are refused by name before any model is loaded.
 Per-window and per-problem records are written as JSON Lines and returned as files; each
 benchmark's `resultHash` is the SHA-256 of its samples file, and its `ledger`
 (eval_ledger.py) records how the score was made.
@@ -35,6 +36,12 @@ from foundry.executors.real.code_mini import (
 )
 from foundry.executors.real.common import load_model, max_positions, set_seed
 from foundry.executors.real.data import corpus_for, token_windows
+from foundry.executors.real.data_benchmarks import (
+    DATA_FILE_BENCHMARKS,
+    MULTIPLE_CHOICE,
+    DataPlan,
+    DataScore,
+)
 from foundry.executors.real.eval_ledger import model_identity, runtime_of
 from foundry.executors.real.humaneval_run import (
     Completer,
@@ -45,30 +52,26 @@ from foundry.executors.real.humaneval_run import (
 )
 from foundry.executors.real.sandbox import require_sandbox
 
-__all__ = ["EvalExecutor", "benchmark_names", "cut_at_boundary", "load_problems",
-           "perplexity_of", "window_nll"]
+__all__ = ["DATA_FILE_BENCHMARKS", "EvalExecutor", "benchmark_names", "cut_at_boundary",
+           "load_problems", "perplexity_of", "window_nll"]
 
 KNOWN_BENCHMARKS = frozenset({"perplexity", "foundry-code-mini", "humaneval"})
-# Named by real recipes, but their data sets are not shipped with any package here.
-NEEDS_DATA_FILE = frozenset({"mmlu", "gsm8k", "arc", "arc-challenge", "hellaswag",
-                             "truthfulqa", "winogrande", "mbpp", "bbh", "ifeval"})
+# Named by real recipes; no runner here (DATA_FILE_BENCHMARKS: those that run on a local file).
+NEEDS_DATA_FILE = frozenset({"arc", "arc-challenge", "hellaswag", "truthfulqa", "winogrande",
+                             "mbpp", "bbh", "ifeval"})
 PPL_SEQ_LEN, PPL_MAX_WINDOWS, PPL_BATCH = 128, 64, 8
 N_SAMPLES = 3
 CODE = "foundry-code-mini"
 
 
-def _refuse_unrunnable(name: str, entry: Mapping[str, Any]) -> None:
-    known = sorted(KNOWN_BENCHMARKS)
+def _refuse_unrunnable(name: str) -> None:
+    known = sorted(KNOWN_BENCHMARKS | DATA_FILE_BENCHMARKS)
     if name not in NEEDS_DATA_FILE:
         raise ExecutorError(f"unknown benchmark {name!r}; this worker knows {known}")
-    data_file = entry.get("dataFile")
-    if not data_file:
-        raise ExecutorError(f"benchmark {name!r} cannot run on this machine: its data set is "
-                            f"not installed here; this worker knows {known}")
-    if not Path(str(data_file)).is_file():
-        raise ExecutorError(f"benchmark {name!r}: its data file {data_file} does not exist")
-    raise ExecutorError(f"benchmark {name!r}: a data file is given ({data_file}) but this "
-                        f"worker has no runner for it; it runs {known}")
+    raise ExecutorError(f"benchmark {name!r} cannot run on this machine: its data set is not "
+                        f"installed here and this worker has no runner for it; it runs "
+                        f"{sorted(KNOWN_BENCHMARKS)}, and {sorted(DATA_FILE_BENCHMARKS)} "
+                        f"given a local dataFile")
 
 
 def benchmark_names(stage: Mapping[str, Any]) -> list[str]:
@@ -76,8 +79,8 @@ def benchmark_names(stage: Mapping[str, Any]) -> list[str]:
     names = ["perplexity"]
     for entry in stage.get("benchmarks") or []:
         name = str(entry.get("name", "")) if isinstance(entry, Mapping) else str(entry)
-        if name not in KNOWN_BENCHMARKS:
-            _refuse_unrunnable(name, entry if isinstance(entry, Mapping) else {})
+        if name not in KNOWN_BENCHMARKS and name not in DATA_FILE_BENCHMARKS:
+            _refuse_unrunnable(name)
         if name not in names:
             names.append(name)
     return names
@@ -121,9 +124,20 @@ def _measure(model: Any, tokenizer: Any, windows: Any, ctx: StageContext,
     else:
         completions = [complete(model, tokenizer, p["prompt"], CODE_MAX_NEW_TOKENS)
                        for p in load_problems()[:N_SAMPLES]]
+    data = {d.name: _data_benchmark(model, tokenizer, d) for d in plan.data} if benches else {}
     model_dir = ctx.base_model_dir if base else ctx.input_dir
     return entries.Measured(model_identity(Path(model_dir)), sums, ppl_seconds, code, human,
-                    completions)
+                            completions, data)
+
+
+def _data_benchmark(model: Any, tokenizer: Any, plan: DataPlan) -> DataScore:
+    if plan.name in MULTIPLE_CHOICE:
+        from foundry.executors.real.mmlu import run_multiple_choice
+
+        return run_multiple_choice(model, tokenizer, plan)
+    from foundry.executors.real.gsm8k import run_gsm8k
+
+    return run_gsm8k(model, tokenizer, plan)
 
 
 def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanEvalPlan, *,
@@ -198,6 +212,8 @@ class EvalExecutor:
             benchmarks.append(entries.code_entry(context, final, base, files))
         if plan.human is not None and final.human is not None:
             benchmarks.append(entries.humaneval_entry(context, plan, final, base, files))
+        benchmarks.extend(entries.data_entry(context, plan, d, final, base, files)
+                          for d in plan.data)
 
         shutil.copytree(ctx.input_dir, ctx.output_dir, dirs_exist_ok=True)
         reporter.progress(1.0, f"perplexity {base_ppl:.2f} -> {final_ppl:.2f}")

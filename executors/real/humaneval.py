@@ -80,7 +80,7 @@ def load_dataset(path: Path | None = None) -> DataSet:
     return DataSet(problems, path, "sha256:" + hashlib.sha256(raw).hexdigest(), source)
 
 
-def _numbers(spec: str) -> list[int]:
+def problem_numbers(spec: str) -> list[int]:
     """"0-4,7" -> [0, 1, 2, 3, 4, 7]; ValueError on anything else."""
     out: list[int] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
@@ -105,7 +105,8 @@ def select(problems: Sequence[dict[str, Any]], subset: str | None,
                 wanted.add(part)
                 continue
             try:
-                wanted.update(f"HumanEval/{n}" for n in _numbers(part.removeprefix("HumanEval/")))
+                numbers = problem_numbers(part.removeprefix("HumanEval/"))
+                wanted.update(f"HumanEval/{n}" for n in numbers)
             except ValueError:
                 raise ExecutorError(f"humaneval subset: {part!r} is neither a task id nor a "
                                     "range of problem numbers such as 0-9") from None

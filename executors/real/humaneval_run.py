@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.executors.errors import ExecutorError
-from foundry.executors.real.common import max_positions
+from foundry.executors.real.generation import generate_texts
 from foundry.executors.real.humaneval import (
     STOP_SEQUENCES,
     DataSet,
@@ -98,32 +98,9 @@ class Settings:
 
 def generate(model: Any, tokenizer: Any, prompt: str, settings: Settings) -> list[str]:
     """`settings.samples` completions of `prompt`, each cut at the first stop sequence."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(next(model.parameters()).device)
-    prompt_len = ids.shape[1]
-    budget = min(settings.max_new_tokens, max_positions(model) - prompt_len)
-    if budget <= 0:
-        return [""] * settings.samples
-
-    class _Stopped(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:  # noqa: ARG002
-            done = [truncate(tokenizer.decode(row[prompt_len:], skip_special_tokens=True))[1]
-                    for row in input_ids]
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampled = settings.samples > 1
-    extra: dict[str, Any] = ({"do_sample": True, "temperature": settings.temperature,
-                              "top_p": settings.top_p} if sampled else {"do_sample": False})
-    with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                             max_new_tokens=budget, pad_token_id=pad,
-                             num_return_sequences=settings.samples,
-                             stopping_criteria=StoppingCriteriaList([_Stopped()]), **extra)
-    return [truncate(tokenizer.decode(row[prompt_len:], skip_special_tokens=True))[0]
-            for row in out]
+    return generate_texts(model, tokenizer, prompt, max_new_tokens=settings.max_new_tokens,
+                          cut=truncate, samples=settings.samples,
+                          temperature=settings.temperature, top_p=settings.top_p)
 
 
 def transformers_completer(model: Any, tokenizer: Any, settings: Settings) -> Completer:

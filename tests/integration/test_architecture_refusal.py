@@ -80,3 +80,24 @@ def test_modality_and_deploy_are_refused_with_their_reasons(
     assert f"deploy ({REFUSED_STAGES['deploy']})" in error
     assert f"modality ({REFUSED_STAGES['modality']})" in error
     assert count_run_events(foundry) == 0
+
+
+def test_a_data_file_benchmark_without_a_data_file_is_refused_naming_the_field(
+    foundry: Any, forge_env: Path, recipe_data: dict[str, Any]
+) -> None:
+    registry = _checked_registry()
+    registry.data_file_benchmarks = frozenset({"mmlu", "gsm8k"})
+    foundry.use_registry(registry)
+    recipe = copy.deepcopy(recipe_data)
+    recipe["evaluationBenchmarks"] = [{"name": "mmlu", "nShot": 5}]
+    result = _run(foundry, recipe)
+    assert not result["success"] and result["errorCode"] == "invalid_input", result
+    assert "benchmarks" in result["error"]
+    assert "mmlu: no data set for it is installed here; give the entry a dataFile" in (
+        result["error"])
+    recipe["evaluationBenchmarks"] = [{"name": "hellaswag"}]
+    recipe["name"] += " (2)"
+    result = _run(foundry, recipe)
+    assert "unknown benchmark(s) hellaswag" in result["error"]
+    assert "with a local dataFile: gsm8k, mmlu" in result["error"]
+    assert count_run_events(foundry) == 0

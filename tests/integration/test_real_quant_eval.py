@@ -309,10 +309,84 @@ def test_eval_measures_perplexity_and_the_code_benchmark_against_base(
 def test_eval_refuses_unknown_benchmarks(assets: Assets, tmp_path: Path) -> None:
     from foundry.executors.real.evaluate import EvalExecutor
 
-    stage = {"type": "eval", "benchmarks": [{"name": "mmlu"}]}
-    ctx = _ctx(tmp_path, stage, assets.recipe, assets.trained, assets.base)
-    with pytest.raises(ExecutorError, match=r"'mmlu'.*foundry-code-mini.*perplexity"):
+    stage = {"type": "eval", "benchmarks": [{"name": "hellaswag"}]}
+    ctx = _ctx(tmp_path / "hellaswag", stage, assets.recipe, assets.trained, assets.base)
+    with pytest.raises(ExecutorError, match=r"'hellaswag'.*foundry-code-mini.*perplexity"):
         EvalExecutor().run(ctx, _Reporter())
+    stage = {"type": "eval", "benchmarks": [{"name": "mmlu"}]}
+    ctx = _ctx(tmp_path / "mmlu", stage, assets.recipe, assets.trained, assets.base)
+    with pytest.raises(ExecutorError, match=r"'mmlu' cannot run on this machine without a "
+                                            r"data file.*dataFile"):
+        EvalExecutor().run(ctx, _Reporter())
+
+
+BENCH_FILES = Path(__file__).parents[1] / "fixtures" / "benchmarks"
+
+
+def test_eval_scores_mmlu_and_gsm8k_from_local_data_files_with_their_hashes(
+    assets: Assets, tmp_path: Path
+) -> None:
+    from foundry.executors.real.evaluate import EvalExecutor
+    from foundry.executors.real.mmlu import LETTERS
+
+    mmlu_file, gsm_file = BENCH_FILES / "mmlu-mini.jsonl", BENCH_FILES / "gsm8k-mini.jsonl"
+    stage = {"type": "eval", "compareToBase": True, "benchmarks": [
+        {"name": "mmlu", "dataFile": str(mmlu_file), "nShot": 1},
+        {"name": "gsm8k", "dataFile": str(gsm_file), "limit": 2, "maxNewTokens": 12}]}
+    ctx = _ctx(tmp_path, stage, assets.recipe, assets.trained, assets.base)
+    result = EvalExecutor().run(ctx, _Reporter())
+    files = {p.name: p for p in result.files}
+    by_name = {b["name"]: b for b in result.metrics["benchmarks"]}
+    for name, path, problems in (("mmlu", mmlu_file, 6), ("gsm8k", gsm_file, 2)):
+        bench = by_name[name]
+        BenchmarkResult.model_validate(bench)
+        ledger = bench["ledger"]
+        assert ledger["datasetHash"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert ledger["dataset"]["file"] == path.name and ledger["problems"] == problems
+        for key, hash_key in (("samplesPath", "resultHash"),
+                              ("baseSamplesPath", "baseResultHash")):
+            data = files[bench[key]].read_bytes()
+            assert bench[hash_key] == "sha256:" + hashlib.sha256(data).hexdigest()
+        rows = [json.loads(line) for line in files[bench["samplesPath"]].read_text().splitlines()]
+        assert len(rows) == problems
+        assert bench["score"] == round(sum(r["correct"] for r in rows) / problems, 6)
+        assert bench["delta"] == round(bench["score"] - bench["baseScore"], 6)
+    mmlu = by_name["mmlu"]
+    assert mmlu["metric"] == "acc" and mmlu["nShot"] == 1
+    assert mmlu["ledger"]["shotIds"] == ["mini-0", "mini-4"]
+    rows = [json.loads(line) for line in files[mmlu["samplesPath"]].read_text().splitlines()]
+    for row in rows:  # the answer is the letter with the highest log-likelihood
+        assert row["predicted"] == max(row["logprobs"], key=row["logprobs"].get)
+        assert set(row["logprobs"]) == set(LETTERS[:4])
+    gsm = by_name["gsm8k"]
+    assert gsm["metric"] == "exact_match" and gsm["subset"] == "first 2"
+    assert gsm["ledger"]["sampling"]["maxNewTokens"] == 12
+    assert mmlu["ledger"]["ledgerKey"] != gsm["ledger"]["ledgerKey"]
+
+
+def test_one_pass_letter_scores_equal_scoring_each_continuation_alone(assets: Assets) -> None:
+    import torch
+
+    from foundry.executors.real.common import load_model
+    from foundry.executors.real.mmlu import choice_logprobs
+
+    model, tok = load_model(assets.trained)
+    prompt = "What is 7 + 5?\nA. 10\nB. 11\nC. 12\nD. 13\nAnswer:"
+    letters = [" A", " B", " C", " D"]
+    fast = choice_logprobs(model, tok, prompt, letters)
+    context = tok(prompt)["input_ids"]
+    slow = []
+    for letter in letters:
+        whole = tok(prompt + letter)["input_ids"]
+        assert len(whole) == len(context) + 1  # what makes the one-pass path apply
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0].float(),
+                                     dim=-1)
+        slow.append(float(logp[-2, whole[-1]]))
+    assert fast == pytest.approx(slow, abs=1e-4)
+    # a multi-token continuation takes the per-continuation path and sums its tokens
+    two = choice_logprobs(model, tok, prompt, [" twelve apples", " C"])
+    assert two[0] < 0 and two[1] == pytest.approx(fast[2], abs=1e-4)
 
 
 # --- sandbox -------------------------------------------------------------------------------
