@@ -25,7 +25,32 @@ EXECUTOR_KINDS = ("real", "fake")
 ENV_HUB_ENDPOINT = "HF_ENDPOINT"
 ENV_HUB_TOKEN = "HF_TOKEN"
 ENV_HUB_TIMEOUT = "FOUNDRY_HUB_TIMEOUT"
+ENV_KEYS_DIR = "FOUNDRY_KEYS_DIR"
+ENV_KEY_PASSPHRASE = "FOUNDRY_KEY_PASSPHRASE"
 DEFAULT_HUB = "https://huggingface.co"
+
+
+def default_keys_dir() -> Path:
+    """`keys/` in the user's config directory."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("foundry", appauthor=False)) / "keys"
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """Where this machine's signing key lives and what unlocks it (adapters/publishing): the
+    seal's ES256 signature, the OpenSSF model signature, receipts and checkpoints all use it."""
+
+    dir: Path = field(default_factory=default_keys_dir)
+    """FOUNDRY_KEYS_DIR; default `keys/` in the user's config directory."""
+    passphrase: str | None = field(default=None, repr=False)
+    """FOUNDRY_KEY_PASSPHRASE: the private key is written and read encrypted with it."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KeySettings:
+        return cls(dir=Path(env[ENV_KEYS_DIR]) if env.get(ENV_KEYS_DIR) else default_keys_dir(),
+                   passphrase=env.get(ENV_KEY_PASSPHRASE) or None)
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,8 @@ class Settings:
     """FOUNDRY_SIGNING: how a sealed run is signed. `auto`: with this machine's key, created
     on first use (`foundry keys create` makes one ahead); `existing`: only when a key already
     exists; `off`: never."""
+    keys: KeySettings = field(default_factory=KeySettings)
+    """The signing key's directory and passphrase."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +119,7 @@ class Settings:
             dispatcher=env.get(ENV_DISPATCHER) or "in-process",
             hub=HubSettings.from_env(env),
             signing=signing,
+            keys=KeySettings.from_env(env),
         )
 
 

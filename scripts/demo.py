@@ -66,9 +66,10 @@ def local_inputs(corpus: Path, model: Path) -> dict[str, Any]:
 
 def signing_key_id() -> str | None:
     """The hex id of the public signing key in the keys directory, or None without one."""
-    from foundry.adapters.publishing.attestation import PUBLIC_KEY_FILE, keys_dir
+    from foundry.adapters.publishing.attestation import PUBLIC_KEY_FILE
+    from foundry.adapters.settings import Settings
 
-    public = keys_dir() / PUBLIC_KEY_FILE
+    public = Settings.from_env().keys.dir / PUBLIC_KEY_FILE
     if not public.is_file():
         return None
     return hashlib.sha256(public.read_bytes()).hexdigest()

@@ -84,11 +84,22 @@ def _export(foundry: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_dir(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """--dir, else the settings' directory (FOUNDRY_KEYS_DIR or the user config dir); and
+    the passphrase (FOUNDRY_KEY_PASSPHRASE). The keys verbs open no store, so they read the
+    settings here, once, as bootstrap does for everything else."""
+    from foundry.adapters.settings import Settings
+
+    keys = Settings.from_env().keys
+    return (Path(args.dir) if args.dir else keys.dir), keys.passphrase
+
+
 def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
     from foundry.adapters.publishing.attestation import create_key
 
+    directory, passphrase = _key_dir(args)
     try:
-        info = create_key(Path(args.dir) if args.dir else None, overwrite=args.overwrite)
+        info = create_key(directory, passphrase=passphrase, overwrite=args.overwrite)
     except FileExistsError as e:
         print(f"error: {e} (use --overwrite to replace it)", file=sys.stderr)
         return 1
@@ -98,10 +109,9 @@ def _keys_create(_foundry: Any, args: argparse.Namespace) -> int:
 
 def _keys_show(_foundry: Any, args: argparse.Namespace) -> int:
     from foundry.adapters.publishing.attestation import load_key
-    from foundry.adapters.publishing.key_files import keys_dir
 
-    directory = Path(args.dir) if args.dir else keys_dir()
-    loaded = load_key(directory)
+    directory, passphrase = _key_dir(args)
+    loaded = load_key(directory, passphrase)
     if loaded is None:
         print(f"no key in {directory}: the first sealed run creates one (FOUNDRY_SIGNING=auto, "
               "the default), or run 'foundry keys create'")

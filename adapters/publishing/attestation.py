@@ -42,13 +42,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from foundry.adapters.publishing.key_files import (  # noqa: F401 - re-exported: callers' names
-    ENV_KEYS_DIR,
-    ENV_PASSPHRASE,
+from foundry.adapters.publishing.key_files import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
-    keys_dir,
 )
+from foundry.adapters.settings import KeySettings
 from foundry.adapters.store.blobs import BlobStore, FileRecord, hash_dir, hash_file, tree_hash
 from foundry.domain.artifact_builder import alloy_hash
 from foundry.domain.hashing import canonical_json, content_hash, sha256_hex
@@ -109,9 +107,8 @@ def key_id_of(public_key: ec.EllipticCurvePublicKey) -> str:
     return sha256_hex(_public_bytes(public_key, Encoding.DER))
 
 
-def _passphrase() -> bytes | None:
-    value = os.environ.get(ENV_PASSPHRASE)
-    return value.encode() if value else None
+def _encoded(passphrase: str | None) -> bytes | None:
+    return passphrase.encode() if passphrase else None
 
 
 def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
@@ -135,22 +132,23 @@ def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def create_key(dir: Path | None = None, *, overwrite: bool = False) -> KeyInfo:
-    """Generate an ECDSA P-256 key pair in `dir` (default `keys_dir()`).
+def create_key(dir: Path, *, passphrase: str | None = None, overwrite: bool = False
+               ) -> KeyInfo:
+    """Generate an ECDSA P-256 key pair in `dir` (Settings.keys.dir for this machine's).
 
     Raises FileExistsError when a key is already there and `overwrite` is false. The private
-    key is PKCS8, encrypted with $FOUNDRY_KEY_PASSPHRASE when that is set.
+    key is PKCS8, encrypted with `passphrase` (Settings.keys.passphrase) when one is given.
     """
-    directory = Path(dir) if dir is not None else keys_dir()
+    directory = Path(dir)
     private_path = directory / PRIVATE_KEY_FILE
     if private_path.exists() and not overwrite:
         raise FileExistsError(f"a signing key already exists at {private_path}")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    passphrase = _passphrase()
+    secret = _encoded(passphrase)
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(secret)
+        if secret else serialization.NoEncryption()
     )
     _write_private(private_path,
                    key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption),
@@ -160,34 +158,36 @@ def create_key(dir: Path | None = None, *, overwrite: bool = False) -> KeyInfo:
     return KeyInfo(key_id_of(key.public_key()), public_pem, directory)
 
 
-def load_key(dir: Path | None = None) -> tuple[ec.EllipticCurvePrivateKey, KeyInfo] | None:
-    """The key pair in `dir` (default `keys_dir()`), or None when there is none."""
-    directory = Path(dir) if dir is not None else keys_dir()
+def load_key(dir: Path, passphrase: str | None = None
+             ) -> tuple[ec.EllipticCurvePrivateKey, KeyInfo] | None:
+    """The key pair in `dir`, unlocked with `passphrase`, or None when there is none."""
+    directory = Path(dir)
     private_path = directory / PRIVATE_KEY_FILE
     if not private_path.is_file():
         return None
-    key = serialization.load_pem_private_key(private_path.read_bytes(), password=_passphrase())
+    key = serialization.load_pem_private_key(private_path.read_bytes(),
+                                             password=_encoded(passphrase))
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise ValueError(f"{private_path} is not an ECDSA P-256 key")
     public = key.public_key()
     return key, KeyInfo(key_id_of(public), _public_pem(public), directory)
 
 
-def signing_key(mode: str, dir: Path | None = None
+def signing_key(mode: str, keys: KeySettings
                 ) -> tuple[tuple[ec.EllipticCurvePrivateKey, KeyInfo] | None, KeyInfo | None]:
     """The key a sealed run is signed with under Settings.signing `mode`, and the KeyInfo of
     a key this call created (None when it created none). `auto` creates the key on first use;
     when another process creates it at the same moment, that one is loaded."""
     if mode == "off":
         return None, None
-    loaded = load_key(dir)
+    loaded = load_key(keys.dir, keys.passphrase)
     if loaded is not None or mode != "auto":
         return loaded, None
     try:
-        created = create_key(dir)
+        created = create_key(keys.dir, passphrase=keys.passphrase)
     except FileExistsError:  # created by another process since load_key looked
-        return load_key(dir), None
-    return load_key(dir), created
+        return load_key(keys.dir, keys.passphrase), None
+    return load_key(keys.dir, keys.passphrase), created
 
 
 def _git_commit(directory: Path) -> str | None:

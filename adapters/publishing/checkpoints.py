@@ -72,7 +72,8 @@ def write_checkpoint(services: Any) -> dict[str, Any]:
     """Append a signed checkpoint of both logs as they are now."""
     from foundry.adapters.publishing.attestation import load_key
 
-    key = load_key()
+    keys = services.settings.keys
+    key = load_key(keys.dir, keys.passphrase)
     if key is None:
         raise InvalidInputError("key", "no signing key: checkpoints are signed (run `foundry "
                                 "keys create` first)")
@@ -97,10 +98,10 @@ def write_checkpoint(services: Any) -> dict[str, Any]:
 
 def verify_checkpoints(services: Any) -> dict[str, Any]:
     """Every checkpoint's signature and digests, recomputed from the database."""
-    from foundry.adapters.publishing.key_files import PUBLIC_KEY_FILE, keys_dir
+    from foundry.adapters.publishing.key_files import PUBLIC_KEY_FILE
 
     records = _read(services.state_dir)
-    public_path = keys_dir() / PUBLIC_KEY_FILE
+    public_path = services.settings.keys.dir / PUBLIC_KEY_FILE
     public = (serialization.load_pem_public_key(public_path.read_bytes())
               if public_path.is_file() else None)
     problems: list[str] = []

@@ -20,13 +20,13 @@ folder gets two files that tools outside Foundry verify:
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from foundry.adapters.settings import KeySettings
 from foundry.adapters.store.blobs import hash_file
 
 SIGNATURE_FILE = "model.sig"
@@ -96,21 +96,20 @@ def provenance_statement(state: Mapping[str, Any], artifact: Mapping[str, Any],
 
 
 def sign_folder(folder: Path, state: Mapping[str, Any], artifact: Mapping[str, Any],
-                weight_files: Mapping[str, str]) -> list[str]:
-    """Write the statement and sign the folder with the local key, when there is one (as
-    the seal does); the names of the files written, [] without a key."""
-    from foundry.adapters.publishing.key_files import ENV_PASSPHRASE, PRIVATE_KEY_FILE, keys_dir
+                weight_files: Mapping[str, str], keys: KeySettings) -> list[str]:
+    """Write the statement and sign the folder with the local key (`keys`), when there is one
+    (as the seal does); the names of the files written, [] without a key."""
+    from foundry.adapters.publishing.key_files import PRIVATE_KEY_FILE
 
-    key = keys_dir() / PRIVATE_KEY_FILE
+    key = keys.dir / PRIVATE_KEY_FILE
     if not key.is_file():
         return []
     from model_signing import hashing, signing
 
     statement = provenance_statement(state, artifact, weight_files)
     (folder / STATEMENT_FILE).write_text(json.dumps(statement, indent=2, sort_keys=True) + "\n")
-    password = os.environ.get(ENV_PASSPHRASE) or None
     config = signing.Config().use_elliptic_key_signer(  # type: ignore[no-untyped-call]
-        private_key=key, password=password)
+        private_key=key, password=keys.passphrase)
     # The signature lies in the folder it signs: the manifest records it as ignored (by its
     # relative name), so any verifier, ours or model_signing's CLI, leaves it out.
     config.set_hashing_config(hashing.Config().set_ignored_paths(  # type: ignore[no-untyped-call]

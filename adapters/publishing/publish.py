@@ -40,7 +40,7 @@ from foundry.domain.errors import InvalidInputError, RunStateError
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices as Foundry
-    from foundry.adapters.settings import HubSettings
+    from foundry.adapters.settings import HubSettings, KeySettings
 
 CARD_FILES = ("README.md", "MODEL_METHODOLOGY.md")
 
@@ -100,7 +100,7 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
         receipt: dict[str, Any] = {
             "publications": [{**p, "publishedAt": at} for p in pubs],
             "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}
-        signature = _receipt_signature(artifact, receipt)
+        signature = _receipt_signature(artifact, receipt, foundry.settings.keys)
         if signature is not None:
             receipt["signature"] = signature
         published = {**artifact, "receipt": receipt}
@@ -115,7 +115,8 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
         from foundry.adapters.store.blobs import hash_file
 
         files += sign_folder(folder, run.state, artifact,
-                             {f: hash_file(folder / f)[0] for f in staged if f not in ggufs})
+                             {f: hash_file(folder / f)[0] for f in staged if f not in ggufs},
+                             foundry.settings.keys)
         _upload_or_record(foundry, run_id, target, main_target, folder, hub)
         if gguf_target and ggufs:
             (gguf_folder / "README.md").write_text(cards[GGUF_CARD], encoding="utf-8")
@@ -203,7 +204,8 @@ def _upload_ggufs(foundry: Foundry, run_id: UUID, gguf_target: str, folder: Path
         raise partial from None
 
 
-def _receipt_signature(artifact: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any] | None:
+def _receipt_signature(artifact: dict[str, Any], receipt: dict[str, Any],
+                       keys: KeySettings) -> dict[str, Any] | None:
     """A signed artifact's card hash is signed too, by the same key (when this machine holds
     it), so `verify` can tell a card the signer published from one edited beside its hash."""
     from foundry.adapters.publishing.attestation import load_key, sign_receipt
@@ -211,7 +213,7 @@ def _receipt_signature(artifact: dict[str, Any], receipt: dict[str, Any]) -> dic
     integrity = artifact.get("integrity")
     if not isinstance(integrity, dict) or not integrity.get("signature"):
         return None
-    loaded = load_key()
+    loaded = load_key(keys.dir, keys.passphrase)
     if loaded is None or loaded[1].key_id != integrity["signature"].get("keyId"):
         return None
     return sign_receipt(receipt, loaded[0], loaded[1])

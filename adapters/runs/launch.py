@@ -83,7 +83,8 @@ def execute_leased(foundry: RunServices, run_id: UUID, *, wait_seconds: float,
         orchestrator = Orchestrator(foundry.runs, foundry.registry, foundry.blobs,
                                     foundry.state_dir, listener=listener, node=node,
                                     publishing=cast("PublishServices", foundry),
-                                    signing=foundry.settings.signing)
+                                    signing=foundry.settings.signing,
+                                    keys=foundry.settings.keys)
         return orchestrator.execute(run_id)
 
 

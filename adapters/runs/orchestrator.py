@@ -49,6 +49,7 @@ from foundry.executors.registry import ExecutorRegistry
 if TYPE_CHECKING:
     from foundry.adapters.publishing.attestation import KeyInfo
     from foundry.adapters.publishing.ports import PublishServices
+    from foundry.adapters.settings import KeySettings
 
 log = structlog.get_logger()
 
@@ -128,13 +129,14 @@ class Orchestrator:
                  listener: ProgressListener | None = None,
                  node: dict[str, str] | None = None,
                  publishing: PublishServices | None = None,
-                 signing: str) -> None:
+                 signing: str, keys: KeySettings) -> None:
         self.runs, self.registry, self.blobs = runs, registry, blobs
         # The system publish stages publish through (forge/publish's path); without it a
         # run leaves them pending, for whoever asked for the run (forge/run) to carry out.
         self.publishing = publishing
         self.node = node  # the cluster node this executes on (recorded with each attempt)
         self.signing = signing  # Settings.signing: auto, existing or off
+        self.keys = keys  # Settings.keys: where the key is, what unlocks it
         self.state_dir, self.progress_interval = state_dir, progress_interval
         self.listener = listener or (lambda _event: None)
         self.cache = StageCache(runs, blobs)  # completed stages anywhere in this store
@@ -404,7 +406,7 @@ class Orchestrator:
     def _signing_key(self) -> tuple[Any, KeyInfo] | None:
         from foundry.adapters.publishing.attestation import signing_key
 
-        key, created = signing_key(self.signing)
+        key, created = signing_key(self.signing, self.keys)
         if created is not None:
             log.info("signing_key_created", key_id=created.key_id,
                      directory=str(created.directory))

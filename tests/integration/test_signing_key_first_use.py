@@ -17,6 +17,7 @@ from foundry.adapters.publishing.attestation import (
     load_key,
     signing_key,
 )
+from foundry.adapters.settings import KeySettings
 from tests.conftest import ok
 
 R = "forge_recipes"
@@ -87,7 +88,7 @@ def test_a_malformed_setting_is_refused_naming_the_variable(
 def _create(args: tuple[str, Any]) -> tuple[str, bool]:
     directory, barrier = args
     barrier.wait()
-    key, created = signing_key("auto", Path(directory))
+    key, created = signing_key("auto", KeySettings(dir=Path(directory)))
     assert key is not None
     return key[1].key_id, created is not None
 

@@ -22,11 +22,11 @@ from foundry.adapters.publishing.attestation import (
     build_payload,
     code_attestation,
     create_key,
-    keys_dir,
     load_key,
     sign_artifact,
     verify,
 )
+from foundry.adapters.settings import Settings
 from foundry.adapters.store.blobs import hash_dir
 from foundry.domain.artifact_builder import alloy_hash
 from foundry.domain.hashing import canonical_json, content_hash
@@ -136,22 +136,25 @@ def test_loading_from_a_directory_without_a_key_gives_none(tmp_path):
     assert load_key(tmp_path / "nothing-here") is None
 
 
-def test_a_passphrase_in_the_environment_encrypts_the_private_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("FOUNDRY_KEY_PASSPHRASE", "correct horse")
-    info = create_key(tmp_path)
+def test_a_passphrase_encrypts_the_private_key(tmp_path):
+    info = create_key(tmp_path, passphrase="correct horse")
     assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "signing-key.pem").read_bytes()
-    loaded = load_key(tmp_path)
+    loaded = load_key(tmp_path, "correct horse")
     assert loaded is not None and loaded[1].key_id == info.key_id
-    monkeypatch.delenv("FOUNDRY_KEY_PASSPHRASE")
     with pytest.raises(TypeError):
         load_key(tmp_path)
+    with pytest.raises(ValueError, match="Incorrect password"):
+        load_key(tmp_path, "wrong horse")
 
 
-def test_the_keys_directory_is_overridden_by_foundry_keys_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("FOUNDRY_KEYS_DIR", str(tmp_path / "elsewhere"))
-    assert keys_dir() == tmp_path / "elsewhere"
-    monkeypatch.delenv("FOUNDRY_KEYS_DIR")
-    assert keys_dir().name == "keys" and "foundry" in str(keys_dir())
+def test_the_key_settings_are_read_once_from_the_environment(tmp_path):
+    keys = Settings.from_env({"FOUNDRY_KEYS_DIR": str(tmp_path / "elsewhere"),
+                              "FOUNDRY_KEY_PASSPHRASE": "correct horse"}).keys
+    assert keys.dir == tmp_path / "elsewhere" and keys.passphrase == "correct horse"
+    assert "correct horse" not in repr(keys)  # a logged Settings never shows the secret
+    default = Settings.from_env({}).keys
+    assert default.dir.name == "keys" and "foundry" in str(default.dir)
+    assert default.passphrase is None
 
 
 def test_a_signed_artifact_verifies_on_every_link(signed, model_dir):
