@@ -95,21 +95,7 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
         pubs = [{"target": t, "url": target_url(t, hub)}
                 for t in (gguf_target, main_target) if t and (t != gguf_target or ggufs)]
         digest, url = card_hash(cards["README.md"]), pubs[-1]["url"]
-        # The published alloy carries its receipt, so `foundry verify FILE` can check the
-        # card next to it offline; the same receipt is recorded in the Published events below.
-        receipt: dict[str, Any] = {
-            "publications": [{**p, "publishedAt": at} for p in pubs],
-            "alloyHash": artifact.get("alloyHash"), "cardHash": digest, "issuedAt": at}
-        signature = _receipt_signature(artifact, receipt, foundry.settings.keys)
-        if signature is not None:
-            receipt["signature"] = signature
-        published = {**artifact, "receipt": receipt}
-        (folder / f"{name}.alloy.json").write_text(
-            json.dumps(published, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        for card, text in cards.items():
-            if card in CARD_FILES:
-                (folder / card).write_text(text, encoding="utf-8")
-        files += [f"{name}.alloy.json", *CARD_FILES]
+        files += _write_alloy_and_cards(foundry, folder, name, artifact, cards, pubs, at)
         # OpenSSF model signature and in-toto/SLSA provenance (#14), with the seal's key.
         from foundry.adapters.publishing.model_signing import sign_folder
         from foundry.adapters.store.blobs import hash_file
@@ -130,8 +116,35 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
     foundry.runs.record(run_id, lambda r: r.record_publication(
         target=main_target, url=url, files=files, card_hash=digest, forced=force,
         force_reason=reason, at=at))
-    result = {"runId": str(run_id), "target": target, "url": url, "files": files,
-              "cardHash": digest, "forced": force}
+    return _result(run_id, target, url, files, digest, force, pubs, ggufs)
+
+
+def _write_alloy_and_cards(foundry: Foundry, folder: Path, name: str,
+                           artifact: dict[str, Any], cards: dict[str, str],
+                           pubs: list[dict[str, Any]], at: str) -> list[str]:
+    """The published alloy with its receipt, and the cards; their file names. The alloy
+    carries the receipt so that `foundry verify FILE` can check the card next to it offline;
+    the same receipt is recorded in the Published events."""
+    receipt: dict[str, Any] = {
+        "publications": [{**p, "publishedAt": at} for p in pubs],
+        "alloyHash": artifact.get("alloyHash"), "cardHash": card_hash(cards["README.md"]),
+        "issuedAt": at}
+    signature = _receipt_signature(artifact, receipt, foundry.settings.keys)
+    if signature is not None:
+        receipt["signature"] = signature
+    published = {**artifact, "receipt": receipt}
+    (folder / f"{name}.alloy.json").write_text(
+        json.dumps(published, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    for card, text in cards.items():
+        if card in CARD_FILES:
+            (folder / card).write_text(text, encoding="utf-8")
+    return [f"{name}.alloy.json", *CARD_FILES]
+
+
+def _result(run_id: UUID, target: str, url: str, files: list[str], digest: str, force: bool,
+            pubs: list[dict[str, Any]], ggufs: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {"runId": str(run_id), "target": target, "url": url,
+                              "files": files, "cardHash": digest, "forced": force}
     if len(pubs) > 1:
         result["gguf"] = {"target": pubs[0]["target"], "url": pubs[0]["url"],
                           "files": [*ggufs, "README.md"]}

@@ -219,26 +219,11 @@ def _producible_tiers(tiers: list[Any], registry: ExecutorRegistry,
     return kept
 
 
-def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_dir: Path, *,
-                     hardware_node: str) -> dict[str, Any]:
-    """The recipe a rehearsal of `recipe` forges, with everything it changed recorded."""
-    from foundry.domain.hashing import content_hash
-    from foundry.executors.architectures import UnsupportedArchitectureError
-    from foundry.executors.real.rehearsal_projection import project
-    from foundry.executors.scale_models import architecture_of, base_config_for
-
-    source = dict(recipe.get("source") or {})
-    try:
-        base, config_from = base_config_for(source)
-        family = architecture_of(base).family
-    except UnsupportedArchitectureError as e:
-        raise InvalidInputError("source.architecture", str(e)) from None
-    model_dir, scale = build_scale_source(base, family, cache_dir / "scale-models")
-    out = copy.deepcopy(recipe)
-    out["source"] = {**source, "baseModel": str(model_dir)}
-    caps: list[dict[str, Any]] = []
-    passed_over: list[dict[str, Any]] = []
-    stand_ins: list[dict[str, Any]] = []
+def _rehearsed_stages(recipe: dict[str, Any], registry: ExecutorRegistry,
+                      caps: list[dict[str, Any]], passed_over: list[dict[str, Any]],
+                      stand_ins: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recipe's stages as a rehearsal runs them: capped, or passed over with the reason
+    (publishing, and the types this worker refuses); eval keeps the benchmarks it can run."""
     stages: list[dict[str, Any]] = []
     executable = registry.executable_types()
     for index, stage in enumerate(recipe.get("stages") or []):
@@ -260,18 +245,14 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
         raise InvalidInputError("stages", "nothing to rehearse: every stage is passed over ("
                                 + "; ".join(f"{p['type']}: {p['reason']}" for p in passed_over)
                                 + ")")
-    out["stages"] = stages
-    if out.get("quantTiers"):
-        out["quantTiers"] = _producible_tiers(list(out["quantTiers"]), registry, passed_over)
-    if out.get("evaluationBenchmarks"):
-        out["evaluationBenchmarks"] = cap_benchmarks(_runnable_benchmarks(
-            list(out["evaluationBenchmarks"]), registry,
-            "evaluationBenchmarks", stand_ins), "evaluationBenchmarks", caps)
-    cycles = int(recipe.get("cycles") or 1)
-    if cycles > MAX_CYCLES:
-        out["cycles"] = MAX_CYCLES
-        caps.append({"field": "cycles", "from": cycles, "to": MAX_CYCLES})
-    datasets = sorted({str(s[f]) for s in stages for f in ("dataset", "trainingDataset")
+    return stages
+
+
+def _stand_in_data(recipe: dict[str, Any], out: dict[str, Any], cache_dir: Path,
+                   stand_ins: list[dict[str, Any]]) -> None:
+    """A corpus that is not on this machine, and the data sets the stages name, are stood in
+    for by a small corpus built here; each replacement is recorded."""
+    datasets = sorted({str(s[f]) for s in out["stages"] for f in ("dataset", "trainingDataset")
                        if s.get(f)})
     if not _corpus_on_machine(recipe):
         original = recipe.get("calibrationCorpus")
@@ -284,6 +265,40 @@ def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_d
                           "by": out["calibrationCorpus"].get("name"),
                           "why": "the executors train on the calibration corpus; these data "
                                  "sets are not fetched (a real run needs them)"})
+
+
+def rehearsal_recipe(recipe: dict[str, Any], registry: ExecutorRegistry, cache_dir: Path, *,
+                     hardware_node: str) -> dict[str, Any]:
+    """The recipe a rehearsal of `recipe` forges, with everything it changed recorded."""
+    from foundry.domain.hashing import content_hash
+    from foundry.executors.architectures import UnsupportedArchitectureError
+    from foundry.executors.real.rehearsal_projection import project
+    from foundry.executors.scale_models import architecture_of, base_config_for
+
+    source = dict(recipe.get("source") or {})
+    try:
+        base, config_from = base_config_for(source)
+        family = architecture_of(base).family
+    except UnsupportedArchitectureError as e:
+        raise InvalidInputError("source.architecture", str(e)) from None
+    model_dir, scale = build_scale_source(base, family, cache_dir / "scale-models")
+    out = copy.deepcopy(recipe)
+    out["source"] = {**source, "baseModel": str(model_dir)}
+    caps: list[dict[str, Any]] = []
+    passed_over: list[dict[str, Any]] = []
+    stand_ins: list[dict[str, Any]] = []
+    out["stages"] = _rehearsed_stages(recipe, registry, caps, passed_over, stand_ins)
+    if out.get("quantTiers"):
+        out["quantTiers"] = _producible_tiers(list(out["quantTiers"]), registry, passed_over)
+    if out.get("evaluationBenchmarks"):
+        out["evaluationBenchmarks"] = cap_benchmarks(_runnable_benchmarks(
+            list(out["evaluationBenchmarks"]), registry,
+            "evaluationBenchmarks", stand_ins), "evaluationBenchmarks", caps)
+    cycles = int(recipe.get("cycles") or 1)
+    if cycles > MAX_CYCLES:
+        out["cycles"] = MAX_CYCLES
+        caps.append({"field": "cycles", "from": cycles, "to": MAX_CYCLES})
+    _stand_in_data(recipe, out, cache_dir, stand_ins)
     out["rehearsal"] = {
         "of": {"recipeId": recipe.get("id"), "name": recipe.get("name"),
                "version": recipe.get("version"),
