@@ -113,8 +113,9 @@ class ForgeRun(Aggregate):
         if self.status == "sealed":
             raise RunStateError(str(self.id), "cannot start: the run is already sealed")
         attempt = run_state.current_attempt(self.state) + 1
-        self._apply("Started", attempt=attempt, worker_host=worker_host, pid=pid,
-                    software=software, device=device, at=at, node=node)
+        self.trigger_event(
+            self.Started, attempt=attempt, worker_host=worker_host, pid=pid, software=software,
+            device=device, at=at, node=node)
         return attempt
 
     def queue(self, *, reason: str, at: str) -> bool:
@@ -125,7 +126,7 @@ class ForgeRun(Aggregate):
         current = self.state.get("queue")
         if current is not None and current["reason"] == reason:
             return False
-        self._apply("Queued", reason=reason, at=at)
+        self.trigger_event(self.Queued, reason=reason, at=at)
         return True
 
     def dispatch(self, *, dispatcher: str, label_selector: dict[str, str],
@@ -133,15 +134,16 @@ class ForgeRun(Aggregate):
         """A dispatcher handed the run to a cluster; returns the dispatch number."""
         self._not_ended("dispatch")
         number = len(self.state.get("dispatches", [])) + 1
-        self._apply("Dispatched", dispatcher=dispatcher, label_selector=label_selector,
-                    resources=resources, at=at)
+        self.trigger_event(
+            self.Dispatched, dispatcher=dispatcher, label_selector=label_selector,
+            resources=resources, at=at)
         return number
 
     def resolve_source(self, *, base_model: str, source_hash: str,
                        files: list[dict[str, Any]], at: str) -> None:
         self._running("resolve the source")
-        self._apply("SourceResolved", base_model=base_model, source_hash=source_hash,
-                    files=files, at=at)
+        self.trigger_event(
+            self.SourceResolved, base_model=base_model, source_hash=source_hash, files=files, at=at)
 
     def start_stage(self, *, cycle: int, index: int, stage_type: str, config: dict[str, Any],
                     input_hash: str, at: str, fingerprint: str | None = None) -> None:
@@ -154,9 +156,9 @@ class ForgeRun(Aggregate):
                     str(self.id), f"stage {cycle}:{index} already completed")
             if record["status"] == "running" and record["attempt"] == attempt:
                 raise RunStateError(str(self.id), f"stage {cycle}:{index} is already running")
-        self._apply("StageStarted", cycle=cycle, index=index, stage_type=stage_type,
-                    config=config, input_hash=input_hash, attempt=attempt, at=at,
-                    fingerprint=fingerprint)
+        self.trigger_event(
+            self.StageStarted, cycle=cycle, index=index, stage_type=stage_type, config=config,
+            input_hash=input_hash, attempt=attempt, at=at, fingerprint=fingerprint)
 
     def reuse_stage(self, *, cycle: int, index: int, stage_type: str, config: dict[str, Any],
                     input_hash: str, fingerprint: str, reused_from: dict[str, Any],
@@ -169,72 +171,75 @@ class ForgeRun(Aggregate):
         if record is not None and record["status"] == "completed":
             raise StageAlreadyCompletedError(
                 str(self.id), f"stage {cycle}:{index} already completed")
-        self._apply("StageReused", cycle=cycle, index=index, stage_type=stage_type,
-                    config=config, input_hash=input_hash, fingerprint=fingerprint,
-                    reused_from=reused_from, output_hash=output_hash, files=files,
-                    metrics=metrics, notes=notes, attempt=run_state.current_attempt(self.state),
-                    at=at)
+        self.trigger_event(
+            self.StageReused, cycle=cycle, index=index, stage_type=stage_type, config=config,
+            input_hash=input_hash, fingerprint=fingerprint, reused_from=reused_from,
+            output_hash=output_hash, files=files, metrics=metrics, notes=notes,
+            attempt=run_state.current_attempt(self.state), at=at)
 
     def report_progress(self, *, cycle: int, index: int, fraction: float, message: str,
                         at: str) -> None:
         self._open_stage(cycle, index, "report progress")
-        self._apply("StageProgressed", cycle=cycle, index=index, fraction=fraction,
-                    message=message, at=at)
+        self.trigger_event(
+            self.StageProgressed, cycle=cycle, index=index, fraction=fraction, message=message,
+            at=at)
 
     def complete_stage(self, *, cycle: int, index: int, output_hash: str,
                        files: list[dict[str, Any]], metrics: dict[str, Any],
                        notes: list[str], seconds: float, at: str) -> None:
         self._open_stage(cycle, index, "complete a stage")
-        self._apply("StageCompleted", cycle=cycle, index=index, output_hash=output_hash,
-                    files=files, metrics=metrics, notes=notes, seconds=seconds, at=at)
+        self.trigger_event(
+            self.StageCompleted, cycle=cycle, index=index, output_hash=output_hash, files=files,
+            metrics=metrics, notes=notes, seconds=seconds, at=at)
 
     def fail_stage(self, *, cycle: int, index: int, error_type: str, message: str,
                    at: str) -> None:
         self._open_stage(cycle, index, "fail a stage")
-        self._apply("StageFailed", cycle=cycle, index=index, error_type=error_type,
-                    message=message, at=at)
+        self.trigger_event(
+            self.StageFailed, cycle=cycle, index=index, error_type=error_type, message=message,
+            at=at)
 
     def record_benchmarks(self, *, benchmarks: list[dict[str, Any]], at: str) -> None:
         self._running("record benchmarks")
-        self._apply("BenchmarksRecorded", benchmarks=benchmarks, at=at)
+        self.trigger_event(self.BenchmarksRecorded, benchmarks=benchmarks, at=at)
 
     def evaluate_gate(self, *, passed: bool, reasons: list[str], at: str) -> None:
         self._running("evaluate the gate")
-        self._apply("GateEvaluated", passed=passed, reasons=reasons, at=at)
+        self.trigger_event(self.GateEvaluated, passed=passed, reasons=reasons, at=at)
 
     def seal(self, *, alloy_hash: str, at: str) -> None:
         self._running("seal")
         if self.state["gate"] is None:
             raise RunStateError(str(self.id), "cannot seal before the gate is evaluated")
-        self._apply("Sealed", alloy_hash=alloy_hash, at=at)
+        self.trigger_event(self.Sealed, alloy_hash=alloy_hash, at=at)
 
     def complete(self, *, at: str) -> None:
         self._not_ended("complete")
         if self.status != "sealed":
             raise RunStateError(str(self.id), f"cannot complete: the run is {self.status}")
-        self._apply("Completed", at=at)
+        self.trigger_event(self.Completed, at=at)
 
     def fail(self, *, error_type: str, message: str, at: str) -> None:
         self._not_ended("fail")
-        self._apply("Failed", error_type=error_type, message=message, at=at)
+        self.trigger_event(self.Failed, error_type=error_type, message=message, at=at)
 
     def cancel(self, *, by: str, reason: str, at: str) -> None:
         self._not_ended("cancel")
-        self._apply("Cancelled", by=by, reason=reason, at=at)
+        self.trigger_event(self.Cancelled, by=by, reason=reason, at=at)
 
     def record_import(self, *, fields: dict[str, Any], source_file: str, file_sha256: str,
                       at: str) -> None:
         """Complete a run that was forged elsewhere, from an imported alloy's results."""
         if self.status != "requested":
             raise RunStateError(str(self.id), f"cannot import into a run that is {self.status}")
-        self._apply("Imported", fields=fields, source_file=source_file, file_sha256=file_sha256,
-                    at=at)
+        self.trigger_event(
+            self.Imported, fields=fields, source_file=source_file, file_sha256=file_sha256, at=at)
 
     def sign(self, *, integrity: dict[str, Any], at: str) -> None:
         """Attach a signed integrity attestation to a sealed artifact."""
         if self.status not in ("sealed", "completed"):
             raise RunStateError(str(self.id), f"cannot sign: the run is {self.status}")
-        self._apply("Signed", integrity=integrity, at=at)
+        self.trigger_event(self.Signed, integrity=integrity, at=at)
 
     def _publishable(self, what: str) -> None:
         if self.status != "completed":
@@ -259,17 +264,16 @@ class ForgeRun(Aggregate):
     def record_publication(self, *, target: str, url: str, files: list[str],
                            card_hash: str, forced: bool, force_reason: str, at: str) -> None:
         self.check_publishable(forced=forced, force_reason=force_reason)
-        self._apply("Published", target=target, url=url, files=files, card_hash=card_hash,
-                    forced=forced, force_reason=force_reason, at=at)
+        self.trigger_event(
+            self.Published, target=target, url=url, files=files, card_hash=card_hash, forced=forced,
+            force_reason=force_reason, at=at)
 
     def record_publish_failure(self, *, target: str, error_type: str, message: str,
                                request_id: str | None, status: int | None, at: str) -> None:
         self._publishable("record a publish failure")
-        self._apply("PublishFailed", target=target, error_type=error_type, message=message,
-                    request_id=request_id, status=status, at=at)
-
-    def _apply(self, name: str, **fields: Any) -> None:
-        self.trigger_event(getattr(type(self), name), **fields)
+        self.trigger_event(
+            self.PublishFailed, target=target, error_type=error_type, message=message,
+            request_id=request_id, status=status, at=at)
 
     # --- events: fields only; what each means for the state is in run_state.apply -------
 

@@ -1,16 +1,55 @@
-"""The state of a forge run as a JSON-native dict, and how each event changes it.
+"""The state of a forge run as a JSON-native typed dict, and how each event changes it.
 
 One pure function serves the ForgeRun aggregate (its `@event` bodies) and the artifact
 projection (its fold), so the view and a replay can never disagree about what an event means.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TypedDict reads NotRequired from the evaluated
+# annotations, so State.__required_keys__ is right only when they are not strings.
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
-State = dict[str, Any]
+RunStatus = Literal["requested", "running", "sealed", "completed", "failed", "cancelled"]
+StageRecord = dict[str, Any]
+"""One stage of one cycle: cycle, index, type, config, inputHash, attempt, status, startedAt,
+progress; then outputHash, files, metrics, notes, seconds, completedAt (or error); fingerprint
+and reusedFrom when set (the folds below write them)."""
+
+
+class State(TypedDict):
+    """A run as its events built it. The keys are the wire's (camelCase): the artifact
+    builder, the views and the handlers read them, and mypy checks every read."""
+
+    runId: str
+    recipeId: str
+    recipeVersion: str
+    recipeRevision: int
+    recipeHash: str
+    recipe: dict[str, Any]
+    hardwareNode: str
+    publishTarget: Any  # the URL string, or {org, repoTemplate}, or None
+    requestedBy: Any
+    commandId: str | None
+    reuse: bool
+    requestedAt: str
+    status: RunStatus
+    attempts: list[dict[str, Any]]
+    source: dict[str, Any] | None
+    stages: dict[str, StageRecord]  # stage_key(cycle, index) -> record
+    benchmarks: list[dict[str, Any]]
+    gate: dict[str, Any] | None
+    alloyHash: str | None
+    sealedAt: str | None
+    endedAt: str | None
+    failure: dict[str, Any] | None
+    cancellation: dict[str, Any] | None
+    integrity: dict[str, Any] | None
+    publications: list[dict[str, Any]]
+    publishFailures: list[dict[str, Any]]
+    queue: dict[str, Any] | None
+    dispatches: list[dict[str, Any]]
+    imported: NotRequired[dict[str, Any]]  # a run forged elsewhere, imported from its file
 
 ENDED = frozenset({"completed", "failed", "cancelled"})
 
@@ -64,7 +103,7 @@ def apply(state: State, name: str, f: dict[str, Any]) -> State:
     except KeyError:
         msg = f"unknown run event {name!r}"
         raise ValueError(msg) from None
-    s = dict(state)
+    s = state.copy()
     fold(s, state, copy.deepcopy(f))
     return s
 
@@ -141,16 +180,16 @@ def _gate_evaluated(s: State, _state: State, f: dict[str, Any]) -> None:
 
 
 def _sealed(s: State, _state: State, f: dict[str, Any]) -> None:
-    s.update(status="sealed", alloyHash=f["alloy_hash"], sealedAt=f["at"])
+    s["status"], s["alloyHash"], s["sealedAt"] = "sealed", f["alloy_hash"], f["at"]
 
 
 def _completed(s: State, _state: State, f: dict[str, Any]) -> None:
-    s.update(status="completed", endedAt=f["at"])
+    s["status"], s["endedAt"] = "completed", f["at"]
 
 
 def _failed(s: State, _state: State, f: dict[str, Any]) -> None:
-    s.update(status="failed", endedAt=f["at"],
-             failure={"type": f["error_type"], "message": f["message"]})
+    s["status"], s["endedAt"] = "failed", f["at"]
+    s["failure"] = {"type": f["error_type"], "message": f["message"]}
 
 
 def _signed(s: State, _state: State, f: dict[str, Any]) -> None:
@@ -172,9 +211,10 @@ def _publish_failed(s: State, state: State, f: dict[str, Any]) -> None:
 
 def _imported(s: State, _state: State, f: dict[str, Any]) -> None:
     # A run that happened elsewhere: its artifact fields are kept exactly as they came.
-    s.update(status="completed", endedAt=f["at"], alloyHash=f["fields"].get("alloyHash"),
-             imported={"fields": f["fields"], "sourceFile": f["source_file"],
-                       "fileSha256": f["file_sha256"], "importedAt": f["at"]})
+    s["status"], s["endedAt"] = "completed", f["at"]
+    s["alloyHash"] = f["fields"].get("alloyHash")
+    s["imported"] = {"fields": f["fields"], "sourceFile": f["source_file"],
+                     "fileSha256": f["file_sha256"], "importedAt": f["at"]}
 
 
 def _queued(s: State, _state: State, f: dict[str, Any]) -> None:
@@ -190,8 +230,8 @@ def _dispatched(s: State, state: State, f: dict[str, Any]) -> None:
 
 
 def _cancelled(s: State, _state: State, f: dict[str, Any]) -> None:
-    s.update(status="cancelled", endedAt=f["at"],
-             cancellation={"by": f["by"], "reason": f["reason"]})
+    s["status"], s["endedAt"] = "cancelled", f["at"]
+    s["cancellation"] = {"by": f["by"], "reason": f["reason"]}
 
 
 # One fold per event type: adding an event means adding one function and one line here.

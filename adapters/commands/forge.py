@@ -28,6 +28,7 @@ from foundry.domain import commands as c
 from foundry.domain.artifact_builder import artifact_id
 from foundry.domain.errors import InvalidInputError, RunStateError
 from foundry.domain.implied_steps import PUBLISH_TYPES, implied_steps
+from foundry.domain.run_state import State
 from foundry.domain.values import ForgeRecipe
 
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ def _summary(services: CommandServices, run_id: UUID) -> Result:
 
 
 
-def _owner(services: CommandServices, run_id: UUID, state: dict[str, Any]) -> Result | None:
+def _owner(services: CommandServices, run_id: UUID, state: State) -> Result | None:
     """Who holds the run, and whether it is alive: a run stuck with a dead owner shows here."""
     if not state["attempts"]:
         return None

@@ -28,6 +28,7 @@ from typing import Any
 
 from foundry.adapters.settings import KeySettings
 from foundry.adapters.store.blobs import hash_file
+from foundry.domain.run_state import State
 
 SIGNATURE_FILE = "model.sig"
 STATEMENT_FILE = "provenance.intoto.json"
@@ -48,7 +49,7 @@ def _hex(digest: str | None) -> str | None:
     return digest.removeprefix("sha256:") if digest else None
 
 
-def provenance_statement(state: Mapping[str, Any], artifact: Mapping[str, Any],
+def provenance_statement(state: State, artifact: Mapping[str, Any],
                          subjects: Mapping[str, str]) -> dict[str, Any]:
     """The in-toto statement for a run (its state) and its published files (name -> sha256)."""
     recipe = state.get("recipe") or {}
@@ -95,7 +96,7 @@ def provenance_statement(state: Mapping[str, Any], artifact: Mapping[str, Any],
     }
 
 
-def sign_folder(folder: Path, state: Mapping[str, Any], artifact: Mapping[str, Any],
+def sign_folder(folder: Path, state: State, artifact: Mapping[str, Any],
                 weight_files: Mapping[str, str], keys: KeySettings) -> list[str]:
     """Write the statement and sign the folder with the local key (`keys`), when there is one
     (as the seal does); the names of the files written, [] without a key."""

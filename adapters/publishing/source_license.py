@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foundry.domain.errors import InvalidInputError
+from foundry.domain.run_state import State
 
 if TYPE_CHECKING:
     from foundry.adapters.store.blobs import BlobStore
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 MAX_CARD_BYTES = 1024 * 1024
 
 
-def _source_file(blobs: BlobStore, state: dict[str, Any], name: str) -> str | None:
+def _source_file(blobs: BlobStore, state: State, name: str) -> str | None:
     for record in (state.get("source") or {}).get("files") or []:
         if record.get("path") == name:
             path = blobs.path_of(str(record["sha256"]))
@@ -51,7 +52,7 @@ def card_license(text: str) -> str | None:
     return None
 
 
-def _card_beside_source(foundry: Any, state: dict[str, Any]) -> str | None:
+def _card_beside_source(foundry: Any, state: State) -> str | None:
     """The source's README.md: the blob store keeps only model files of a source (#17), so
     the directory is resolved again, and trusted only if its config.json is the very one the
     run recorded (the same snapshot of the base)."""
@@ -72,7 +73,7 @@ def _card_beside_source(foundry: Any, state: dict[str, Any]) -> str | None:
     return card.read_text(encoding="utf-8", errors="replace")
 
 
-def source_license(foundry: Any, state: dict[str, Any]) -> str | None:
+def source_license(foundry: Any, state: State) -> str | None:
     """The base model's license, where its card or config states one."""
     card = _card_beside_source(foundry, state)
     if card and (found := card_license(card)):
@@ -88,7 +89,7 @@ def source_license(foundry: Any, state: dict[str, Any]) -> str | None:
     return None
 
 
-def check_license(foundry: Any, state: dict[str, Any], artifact: dict[str, Any]
+def check_license(foundry: Any, state: State, artifact: dict[str, Any]
                   ) -> dict[str, Any]:
     """Refuse publishing under another license than the base's without an override and a
     reason; returns what was compared (for the publication's record)."""

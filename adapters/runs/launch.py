@@ -26,6 +26,7 @@ from foundry.adapters.runs.orchestrator import Orchestrator, ProgressListener, R
 from foundry.adapters.store.config import ENV_DATABASE_URL
 from foundry.adapters.store.lease import RunLease
 from foundry.domain.errors import InvalidInputError, RunStateError
+from foundry.domain.run_state import State
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices
@@ -180,10 +181,11 @@ def follow_run(foundry: RunServices, run_id: UUID, poll_seconds: float,
         time.sleep(poll_seconds)
 
 
-def waiting_reason(state: dict[str, Any]) -> str:
+def waiting_reason(state: State) -> str:
     """Why a requested run has not started: what `forge/status` answers while it waits."""
-    if state.get("queue"):
-        return f"queued since {state['queue']['at']}: {state['queue']['reason']}"
+    queue = state.get("queue")
+    if queue:
+        return f"queued since {queue['at']}: {queue['reason']}"
     if state.get("dispatches"):
         last = state["dispatches"][-1]
         selector = ", ".join(f"{k}={v}" for k, v in last["labelSelector"].items()) or "any"

@@ -24,6 +24,7 @@ from foundry.adapters.clock import utc_now
 from foundry.domain import commands as c
 from foundry.domain.errors import InvalidInputError, RunStateError
 from foundry.domain.implied_steps import PUBLISH_TYPES
+from foundry.domain.run_state import State
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices
@@ -103,7 +104,7 @@ def check_stage_targets(recipe: dict[str, Any], publish_target: str | None) -> N
                                     f"{e}") from None
 
 
-def stage_outcomes(state: dict[str, Any]) -> list[Outcome]:
+def stage_outcomes(state: State) -> list[Outcome]:
     """Each publish stage of the run: published (url), failed (why), or pending."""
     if state.get("imported") or not any(
             s.get("type") in PUBLISH_TYPES for s in state["recipe"].get("stages") or []):

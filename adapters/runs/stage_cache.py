@@ -29,6 +29,7 @@ from foundry.adapters.store.blobs import BlobStore, FileRecord
 from foundry.adapters.store.forge_runs import ForgeRuns
 from foundry.domain.forge_run import ForgeRun
 from foundry.domain.hashing import content_hash
+from foundry.domain.run_state import State
 
 # Prose about a stage: changing it changes nothing the stage computes.
 IGNORED_CONFIG_KEYS = frozenset({"notes"})
@@ -65,7 +66,7 @@ def recipe_reads(stage_type: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
     return {name: recipe.get(name) for name in RECIPE_READS.get(stage_type, ())}
 
 
-def upstream_files(state: Mapping[str, Any], cycle: int, index: int) -> list[dict[str, Any]]:
+def upstream_files(state: State, cycle: int, index: int) -> list[dict[str, Any]]:
     """Every file (not the model) that completed stages before (cycle, index) of this run
     produced, in stage order, as {path, sha256, type, cycle, index}: what a later stage may
     read besides its input (eval reads a GGUF tier from here)."""
@@ -77,7 +78,7 @@ def upstream_files(state: Mapping[str, Any], cycle: int, index: int) -> list[dic
             for r in earlier for f in r.get("files") or [] if f.get("role") == "output"]
 
 
-def upstream_outputs(state: Mapping[str, Any], cycle: int, index: int) -> list[str]:
+def upstream_outputs(state: State, cycle: int, index: int) -> list[str]:
     """`path=sha256` of each of upstream_files: part of every stage's fingerprint."""
     return [f"{f['path']}={f['sha256']}" for f in upstream_files(state, cycle, index)]
 

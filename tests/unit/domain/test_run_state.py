@@ -168,3 +168,20 @@ def test_completed_stages_come_in_execution_order_not_text_order(keys: list[tupl
     events.append(stage_started(99, 0))  # still running: not listed
     done = run_state.completed_stages(fold(events))
     assert [(r["cycle"], r["index"]) for r in done] == sorted(keys)
+
+
+def test_every_key_a_fold_writes_is_declared_by_the_state_type():
+    """mypy checks every read of State against its declared keys; this checks the writes
+    at run time, for the initial state and after every event the fold knows."""
+    from typing import get_args, get_type_hints
+
+    declared = set(get_type_hints(run_state.State))
+    required = set(run_state.State.__required_keys__)
+    assert set(initial()) == required and declared - required == {"imported"}
+    imported = ("Imported", {"fields": {"alloyHash": "sha256:x"}, "source_file": "a",
+                             "file_sha256": "sha256:f", "at": AT})
+    state = initial()
+    for name, fields in [*EVERY_EVENT, imported]:
+        state = run_state.apply(state, name, fields)
+        assert set(state) <= declared, (name, set(state) - declared)
+        assert state["status"] in get_args(run_state.RunStatus), name
