@@ -27,6 +27,8 @@ ENV_HUB_TOKEN = "HF_TOKEN"
 ENV_HUB_TIMEOUT = "FOUNDRY_HUB_TIMEOUT"
 ENV_KEYS_DIR = "FOUNDRY_KEYS_DIR"
 ENV_KEY_PASSPHRASE = "FOUNDRY_KEY_PASSPHRASE"
+ENV_NODE_CLASS = "FOUNDRY_NODE_CLASS"
+ENV_NODE_SITE = "FOUNDRY_NODE_SITE"
 DEFAULT_HUB = "https://huggingface.co"
 
 
@@ -97,6 +99,11 @@ class Settings:
     exists; `off`: never."""
     keys: KeySettings = field(default_factory=KeySettings)
     """The signing key's directory and passphrase."""
+    node_class: str | None = None
+    """FOUNDRY_NODE_CLASS: the hardware class this node is (adapters/runs/node_identity.py);
+    None: detected (`cpu`, or the GPU's model name)."""
+    node_site: str | None = None
+    """FOUNDRY_NODE_SITE: where it is; None: the host name."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +127,8 @@ class Settings:
             hub=HubSettings.from_env(env),
             signing=signing,
             keys=KeySettings.from_env(env),
+            node_class=env.get(ENV_NODE_CLASS) or None,
+            node_site=env.get(ENV_NODE_SITE) or None,
         )
 
 

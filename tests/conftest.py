@@ -73,6 +73,17 @@ def foundry(store_url: str) -> Iterator[Any]:
         yield f
 
 
+def as_node(store_url: str, foundry: Any, node_class: str, site: str | None = None) -> Any:
+    """A second Foundry on the same store, configured as another node (what
+    FOUNDRY_NODE_CLASS/FOUNDRY_NODE_SITE say to a process: read once, at open)."""
+    import dataclasses
+
+    from foundry.adapters.bootstrap import Foundry
+
+    settings = dataclasses.replace(foundry.settings, node_class=node_class, node_site=site)
+    return Foundry.open(store_url, settings=settings)
+
+
 @pytest.fixture
 def forge_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Fake executors, a fresh state dir and fake model dir; workers inherit all of it."""

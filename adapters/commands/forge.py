@@ -192,7 +192,8 @@ def check_node(services: CommandServices, hardware_node: str) -> None:
         return
     from foundry.adapters.runs.node_identity import ENV_NODE_CLASS, local_node
 
-    node = local_node(services.registry.device)
+    settings = services.settings
+    node = local_node(services.registry.device, settings.node_class, settings.node_site)
     why = node.mismatch(hardware_node)
     if why:
         raise InvalidInputError(

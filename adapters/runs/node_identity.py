@@ -11,14 +11,15 @@ worker of that class, with the reason (adapters/fleet).
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_NODE_CLASS = "FOUNDRY_NODE_CLASS"
-ENV_NODE_SITE = "FOUNDRY_NODE_SITE"
+from foundry.adapters.settings import ENV_NODE_CLASS, ENV_NODE_SITE
+
+__all__ = ["ENV_NODE_CLASS", "ENV_NODE_SITE", "LOCAL_SITE", "LocalNode", "detected_class",
+           "local_node", "slug"]
 # The site every node answers to: "this machine" (the default hardwareNode is cpu@local).
 LOCAL_SITE = "local"
 
@@ -64,8 +65,10 @@ def detected_class(device: str) -> str:
     return slug(device)
 
 
-def local_node(device: str) -> LocalNode:
-    """This process's node: configured, else detected (`device`: the executors' device)."""
-    node_class = os.environ.get(ENV_NODE_CLASS) or detected_class(device)
-    site = os.environ.get(ENV_NODE_SITE) or slug(socket.gethostname())
+def local_node(device: str, node_class: str | None = None, site: str | None = None
+               ) -> LocalNode:
+    """This process's node: as configured (Settings.node_class, Settings.node_site), else
+    detected (`device`: the executors' device)."""
+    node_class = node_class or detected_class(device)
+    site = site or slug(socket.gethostname())
     return LocalNode(slug(node_class), slug(site))

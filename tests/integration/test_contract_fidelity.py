@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.conftest import ROOT, ok
+from tests.conftest import ROOT, as_node, ok
 
 R = "forge_recipes"
 A = "forge_artifacts"
@@ -151,7 +151,7 @@ def test_an_update_cannot_rewrite_lineage(foundry, recipe_data):
 # --- item 3: honest hardware -----------------------------------------------------------------
 
 def test_in_process_execution_refuses_a_node_it_is_not(forge_env, foundry, recipe_data,
-                                                      monkeypatch):
+                                                      monkeypatch, store_url):
     import socket
 
     from foundry.adapters.runs.node_identity import slug
@@ -176,8 +176,8 @@ def test_in_process_execution_refuses_a_node_it_is_not(forge_env, foundry, recip
     for node in ("cpu@local", f"cpu@{slug(socket.gethostname())}", "any", "cpu@any"):
         run = ok(foundry.execute("forge/run", {"recipeId": recipe_id, "hardwareNode": node}))
         assert run["status"] == "completed", (node, run)
-    # A node configured as that class (FOUNDRY_NODE_CLASS) takes it.
-    monkeypatch.setenv("FOUNDRY_NODE_CLASS", "m5-pro")
-    run = ok(foundry.execute("forge/run", {"recipeId": recipe_id,
-                                           "hardwareNode": "m5-pro@local"}))
+    # A node configured as that class (FOUNDRY_NODE_CLASS, read at open) takes it.
+    with as_node(store_url, foundry, "m5-pro") as node:
+        run = ok(node.execute("forge/run", {"recipeId": recipe_id,
+                                            "hardwareNode": "m5-pro@local"}))
     assert run["status"] == "completed"

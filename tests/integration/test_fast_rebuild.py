@@ -5,11 +5,9 @@ changes nothing when it fails half-way."""
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
-from unittest import mock
 from uuid import UUID
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 import foundry.projections.host as projection_host
 from foundry.executors.fake import build_fake_registry
 from foundry.projections.replay import FastDecoder
+from tests.conftest import as_node
 from tests.integration.test_projection_rebuild import R, create, events_only, must, populate
 
 # The fake executors, a fresh state dir, no signing key (tests/conftest.py forge_env),
@@ -77,11 +76,9 @@ def forge_two_runs(foundry: Any, recipe_data: dict[str, Any]) -> None:
     data = copy.deepcopy(recipe_data)
     data["source"]["baseModel"] = "fake://tiny"
     rid = create(foundry, {**data, "name": "forged"})
-    # In-process runs execute here: for this run the process is configured as that node.
-    with mock.patch.dict(os.environ, {"FOUNDRY_NODE_CLASS": "rtx-5090",
-                                      "FOUNDRY_NODE_SITE": "lab-2"}):
-        must(foundry.execute("forge/run", {"recipeId": rid,
-                                           "hardwareNode": "rtx-5090@lab-2"}))
+    # In-process runs execute here: for this run a process configured as that node.
+    with as_node(foundry.config.url, foundry, "rtx-5090", "lab-2") as node:
+        must(node.execute("forge/run", {"recipeId": rid, "hardwareNode": "rtx-5090@lab-2"}))
     foundry.use_registry(build_fake_registry(fail_on="quant"))
     must(foundry.execute("forge/run", {"recipeId": rid}))
 

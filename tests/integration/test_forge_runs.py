@@ -31,7 +31,15 @@ from foundry.domain.errors import (
 from foundry.domain.forge_run import ForgeRun
 from foundry.domain.values.artifact import ForgeArtifact
 from foundry.executors.fake import FakeExecutor, build_fake_registry
-from tests.conftest import PG_SERVER, count_events, count_run_events, ok, run_events, wait_for
+from tests.conftest import (
+    PG_SERVER,
+    as_node,
+    count_events,
+    count_run_events,
+    ok,
+    run_events,
+    wait_for,
+)
 
 A = "forge_artifacts"
 R = "forge_recipes"
@@ -176,12 +184,11 @@ def cancelling_registry(foundry: Any, stage_type: str, *, after_first_report: bo
 # --- a successful run ------------------------------------------------------------------------
 
 def test_a_successful_run_records_each_step_in_order_and_seals_a_complete_artifact(
-        foundry, recipe, monkeypatch):
+        foundry, recipe, store_url):
     recipe_id = create_recipe(foundry, recipe)
     # In-process runs execute here: this process is configured as that node.
-    monkeypatch.setenv("FOUNDRY_NODE_CLASS", "rtx-5090")
-    monkeypatch.setenv("FOUNDRY_NODE_SITE", "lab-2")
-    result = forge(foundry, recipe_id, hardwareNode="rtx-5090@lab-2", requestedBy="ana")
+    with as_node(store_url, foundry, "rtx-5090", "lab-2") as node:
+        result = forge(node, recipe_id, hardwareNode="rtx-5090@lab-2", requestedBy="ana")
     assert result["status"] == "completed" and result["repeated"] is False
     run_id = result["runId"]
 
@@ -233,17 +240,14 @@ def test_a_successful_run_records_each_step_in_order_and_seals_a_complete_artifa
 
 
 def test_artifacts_are_listed_by_recipe_hardware_node_and_status_in_forged_order(
-        foundry, recipe, monkeypatch):
+        foundry, recipe, store_url):
     first = create_recipe(foundry, recipe)
     other = create_recipe(foundry, {**recipe, "name": "other-recipe"})
     a = forge(foundry, first, hardwareNode="cpu@local")["runId"]
     b = forge(foundry, other, hardwareNode="cpu@local")["runId"]
-    # In-process runs execute here: for one run this process is configured as that node.
-    monkeypatch.setenv("FOUNDRY_NODE_CLASS", "rtx-5090")
-    monkeypatch.setenv("FOUNDRY_NODE_SITE", "lab-2")
-    c = forge(foundry, first, hardwareNode="rtx-5090@lab-2")["runId"]
-    monkeypatch.delenv("FOUNDRY_NODE_CLASS")
-    monkeypatch.delenv("FOUNDRY_NODE_SITE")
+    # In-process runs execute here: for one run a process configured as that node.
+    with as_node(store_url, foundry, "rtx-5090", "lab-2") as node:
+        c = forge(node, first, hardwareNode="rtx-5090@lab-2")["runId"]
     foundry.use_registry(build_fake_registry(fail_on="eval"))
     d = forge(foundry, first, hardwareNode="cpu@local")["runId"]
 
@@ -484,14 +488,11 @@ def test_repeating_forge_run_while_its_worker_runs_starts_no_second_worker(
 # --- the artifact view, replay and lineage ---------------------------------------------------
 
 def test_rebuilding_the_artifact_view_gives_the_rows_incremental_updates_gave(foundry, recipe,
-                                                                            monkeypatch):
+                                                                            store_url):
     recipe_id = create_recipe(foundry, recipe)
-    # In-process runs execute here: for one run this process is configured as that node.
-    monkeypatch.setenv("FOUNDRY_NODE_CLASS", "rtx-5090")
-    monkeypatch.setenv("FOUNDRY_NODE_SITE", "lab-2")
-    forge(foundry, recipe_id, hardwareNode="rtx-5090@lab-2")
-    monkeypatch.delenv("FOUNDRY_NODE_CLASS")
-    monkeypatch.delenv("FOUNDRY_NODE_SITE")
+    # In-process runs execute here: for one run a process configured as that node.
+    with as_node(store_url, foundry, "rtx-5090", "lab-2") as node:
+        forge(node, recipe_id, hardwareNode="rtx-5090@lab-2")
     foundry.use_registry(build_fake_registry(fail_on="quant"))
     forge(foundry, recipe_id)
     foundry.use_registry(cancelling_registry(foundry, "lora", after_first_report=False))
