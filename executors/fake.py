@@ -221,6 +221,11 @@ class FakeExecutor:
         but gguf, a variant llama.cpp does not know), by the same rule."""
         return unproducible_tiers(tiers, lambda: GGUF_TYPES)
 
+    def produced_tiers(self, stage: Mapping[str, Any], recipe: Mapping[str, Any]
+                       ) -> frozenset[str]:
+        """The tiers the fake quant writes: the requested types, else Q8_0 (_quant_outputs)."""
+        return frozenset(requested_types(stage, recipe) or ["Q8_0"])
+
     def run(self, ctx: StageContext, reporter: StageReporter) -> StageResult:
         self._pause()
         inputs = _read_inputs(ctx)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from foundry.executors.base import StageExecutor
-from foundry.executors.errors import NoExecutorError, SourceNotFoundError
+from foundry.executors.errors import ExecutorError, NoExecutorError, SourceNotFoundError
 
 SourceResolver = Callable[[Mapping[str, Any]], Path]
 """Given the recipe's `source` in wire form, returns a local model directory."""
@@ -33,9 +33,13 @@ def resolve_local_source(source: Mapping[str, Any]) -> Path:
 
 @runtime_checkable
 class TierProducer(Protocol):
-    """A quant executor that can say, before a run, which quantTiers it cannot write."""
+    """A quant executor that can say, before a run, which quantTiers it cannot write, and
+    which GGUF tiers (quant types) a quant stage of a recipe will write."""
 
     def unproducible_tiers(self, tiers: Any) -> list[str]: ...
+
+    def produced_tiers(self, stage: Mapping[str, Any], recipe: Mapping[str, Any]
+                       ) -> frozenset[str]: ...
 
 
 class ExecutorRegistry:
@@ -107,3 +111,16 @@ class ExecutorRegistry:
         if isinstance(executor, TierProducer):
             return executor.unproducible_tiers(tiers)
         return []
+
+    def produced_tiers(self, stage: Mapping[str, Any], recipe: Mapping[str, Any]
+                       ) -> frozenset[str] | None:
+        """The GGUF tiers (upper-case quant types) the quant `stage` of `recipe` will write;
+        None when this worker's quant executor cannot say (or the stage is invalid: its own
+        check names why when it runs)."""
+        executor = self._executors.get("quant")
+        if not isinstance(executor, TierProducer):
+            return None
+        try:
+            return executor.produced_tiers(stage, recipe)
+        except ExecutorError:
+            return None

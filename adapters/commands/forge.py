@@ -159,6 +159,7 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
     entries = [b for s in stages if s["type"] == "eval" for b in s.get("benchmarks", [])]
     entries += list(recipe.get("evaluationBenchmarks") or [])
     _check_benchmarks(entries, registry)
+    _check_gguf_tiers(recipe, registry)
     unproducible = registry.unproducible_tiers(recipe.get("quantTiers"))
     if unproducible:
         raise InvalidInputError(
@@ -182,6 +183,36 @@ def _check_benchmarks(entries: list[dict[str, Any]], registry: ExecutorRegistry)
         raise InvalidInputError(
             "benchmarks", f"{', '.join(without)}: no data set for it is installed here; give "
             f"the entry a dataFile (a local JSON Lines file, docs/evaluation.md)")
+
+
+def _check_gguf_tiers(recipe: dict[str, Any], registry: ExecutorRegistry) -> None:
+    """A benchmark entry naming `gguf` scores that tier of this run: some quant step before
+    its eval step must write it, or the run would fail there, maybe hours in. Steps run in
+    the recipe's order, the implied ones after (domain/implied_steps.py)."""
+    own = [(f"stages[{i}]", s) for i, s in enumerate(recipe.get("stages") or [])
+           if s.get("type") not in PUBLISH_TYPES]
+    implied = [(f"{s.get('impliedBy')} (implied {s['type']} step)", s)
+               for s in implied_steps(recipe)]
+    written: set[str] = set()
+    for where, step in own + implied:
+        if step.get("type") == "quant":
+            tiers = registry.produced_tiers(step, recipe)
+            if tiers is None:  # this worker's quant cannot say: the stage checks it
+                return
+            written |= tiers
+        elif step.get("type") == "eval":
+            for b in step.get("benchmarks") or []:
+                tier = b.get("gguf") if isinstance(b, dict) else None
+                if tier is not None and b.get("name") != "humaneval":
+                    raise InvalidInputError(
+                        "benchmarks", f"{where}: {b.get('name')} gguf: only humaneval scores "
+                        f"a GGUF tier (through llama.cpp); the others run on the model itself")
+                if isinstance(tier, str) and tier.strip().upper() not in written:
+                    raise InvalidInputError(
+                        "benchmarks", f"{where}: {b.get('name')} gguf {tier!r}: no quant step "
+                        f"before this eval writes that tier (tiers written before it: "
+                        f"{', '.join(sorted(written)) or 'none'}); add it to a quant stage's "
+                        f"quantTypes or to quantTiers, or move the eval after the quant stage")
 
 
 def check_node(services: CommandServices, hardware_node: str) -> None:

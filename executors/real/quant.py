@@ -159,6 +159,14 @@ def verify_tier(gguf_file: Path, quant_type: str, device: str, log_file: Path,
     }
 
 
+def _outtype(stage: Mapping[str, Any], types: list[str]) -> str:
+    """The base export's type: the stage's `outtype`, else f16 when F16 is asked for."""
+    outtype = str(stage.get("outtype") or ("f16" if "F16" in types else "f32")).lower()
+    if outtype not in ("f32", "f16"):
+        raise ExecutorError(f"outtype must be 'f32' or 'f16', not {outtype!r}")
+    return outtype
+
+
 class QuantExecutor:
     """Export GGUF, quantize each requested type, read back tensor types, verify every tier.
 
@@ -175,15 +183,19 @@ class QuantExecutor:
         return unproducible_tiers(
             tiers, lambda: {*supported_quant_types(), *EXPORT_TYPES})
 
+    def produced_tiers(self, stage: Mapping[str, Any], recipe: Mapping[str, Any]
+                       ) -> frozenset[str]:
+        """The tiers `run` writes: the requested types and the base export (F32, or F16)."""
+        types = requested_types(stage, recipe)
+        return frozenset(types) | {_outtype(stage, types).upper()}
+
     def run(self, ctx: StageContext, reporter: StageReporter) -> StageResult:
         types = requested_types(ctx.stage, ctx.recipe)
         known = set(supported_quant_types()) | set(EXPORT_TYPES)
         unknown = [t for t in types if t not in known]
         if unknown:
             raise ExecutorError(f"unknown quant types {unknown}; supported: {sorted(known)}")
-        outtype = str(ctx.stage.get("outtype") or ("f16" if "F16" in types else "f32")).lower()
-        if outtype not in ("f32", "f16"):
-            raise ExecutorError(f"outtype must be 'f32' or 'f16', not {outtype!r}")
+        outtype = _outtype(ctx.stage, types)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         log_file = ctx.work_dir / "llama-cpp.log"
         convert_log = ctx.work_dir / "gguf-convert.log"

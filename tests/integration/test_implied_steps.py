@@ -156,3 +156,48 @@ def test_implied_steps_are_planned_alike_for_every_run_of_a_recipe(
     # The same inputs and the same plan: the fake executors' outputs are equal too.
     outputs = [[s["outputHash"] for s in provenance_stages(foundry, r)] for r in runs]
     assert outputs[0] == outputs[1]
+
+
+def test_a_gguf_tier_no_quant_step_writes_before_the_eval_is_refused_up_front(
+        foundry: Any, forge_env: Path, recipe_data: dict[str, Any]) -> None:
+    """humaneval's `gguf` scores a tier of this run: forge/run refuses, before anything is
+    recorded, a tier that no quant step before the eval writes (it would fail there)."""
+    from foundry.adapters.commands.forge import _check_gguf_tiers
+    from foundry.executors.fake import build_fake_registry
+
+    registry = build_fake_registry()
+    registry.known_benchmarks = registry.known_benchmarks | {"humaneval"}
+    foundry.use_registry(registry)
+    recipe = copy.deepcopy(recipe_data)
+    recipe["quantTiers"] = []
+    quant = next(s for s in recipe["stages"] if s["type"] == "quant")
+    quant["quantTypes"] = ["Q8_0"]
+    evaluation = next(s for s in recipe["stages"] if s["type"] == "eval")
+    evaluation["benchmarks"] = [{"name": "fake-code", "gguf": "q8_0"}]
+
+    def run(name: str) -> dict[str, Any]:
+        created = ok(foundry.execute("data/create", {"collection": "forge_recipes",
+                                                     "data": {**recipe, "name": name}}))
+        result: dict[str, Any] = foundry.execute("forge/run", {"recipeId": created["id"]})
+        return result
+
+    refused = run("not humaneval")
+    assert "fake-code gguf: only humaneval scores a GGUF tier" in refused["error"], refused
+    evaluation["benchmarks"] = [{"name": "humaneval", "gguf": "Q4_K_M"}]
+    refused = run("tier not written")
+    assert not refused["success"] and refused["errorCode"] == "invalid_input"
+    index = recipe["stages"].index(evaluation)
+    assert (f"stages[{index}]: humaneval gguf 'Q4_K_M': no quant step before this eval writes "
+            f"that tier (tiers written before it: Q8_0)") in refused["error"], refused
+    evaluation["benchmarks"] = [{"name": "humaneval", "gguf": "q8_0"}]
+    assert _check_gguf_tiers(recipe, registry) is None  # written before it: accepted
+    recipe["quantTiers"] = [{"format": "gguf", "variants": ["Q4_K_M"]}]
+    evaluation["benchmarks"] = [{"name": "humaneval", "gguf": "Q4_K_M"}]
+    assert _check_gguf_tiers(recipe, registry) is None  # quantTiers add to the quant stage's
+    recipe["quantTiers"] = []
+    recipe["stages"].remove(evaluation)  # the eval before the quant: nothing written yet
+    recipe["stages"].insert(recipe["stages"].index(quant), evaluation)
+    evaluation["benchmarks"] = [{"name": "humaneval", "gguf": "Q8_0"}]
+    refused = run("eval before quant")
+    assert "(tiers written before it: none)" in refused["error"], refused
+    assert count_run_events(foundry) == 0
