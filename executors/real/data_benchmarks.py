@@ -136,12 +136,9 @@ class DataSettings:
 
 def _count(name: str, entry: Mapping[str, Any], key: str, default: int | None,
            low: int) -> int | None:
-    value = entry.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ExecutorError(f"{name} {key} must be an integer >= {low}, got {value!r}")
-    return value
+    from foundry.executors.real.humaneval_run import entry_int
+
+    return entry_int(entry, key, default, low, benchmark=name)
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,15 @@ DEFAULT_MAX_NEW_TOKENS, DEFAULT_TIMEOUT_S = 256, 10.0
 Completer = Callable[[Sequence[str]], list[list[str]]]
 
 
-def _int(entry: Mapping[str, Any], key: str, default: int | None, low: int) -> int | None:
+def entry_int(entry: Mapping[str, Any], key: str, default: int | None, low: int, *,
+              benchmark: str = "humaneval") -> int | None:
+    """A benchmark entry's integer field (`default` when absent); ExecutorError names the
+    benchmark and the field when it is not an integer >= `low`."""
     value = entry.get(key, default)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ExecutorError(f"humaneval {key} must be an integer >= {low}, got {value!r}")
+        raise ExecutorError(f"{benchmark} {key} must be an integer >= {low}, got {value!r}")
     return value
 
 
@@ -65,7 +68,7 @@ class Settings:
 
     @classmethod
     def from_def(cls, entry: Mapping[str, Any]) -> Settings:
-        samples = _int(entry, "samples", 1, 1) or 1
+        samples = entry_int(entry, "samples", 1, 1) or 1
         raw_k = entry.get("k", [])
         ks = raw_k if isinstance(raw_k, list) else [raw_k]
         if any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= samples
@@ -77,11 +80,11 @@ class Settings:
         if gguf is not None and (not isinstance(gguf, str) or not gguf.strip()):
             raise ExecutorError(f"humaneval gguf must be a quant type such as 'Q4_K_M', "
                                 f"got {gguf!r}")
-        return cls(subset=str(subset) if subset else None, limit=_int(entry, "limit", None, 1),
+        return cls(subset=str(subset) if subset else None, limit=entry_int(entry, "limit", None, 1),
                    samples=samples, ks=tuple(sorted({1, *ks})),
                    temperature=_float(entry, "temperature", 0.8, 0.0, 2.0),
                    top_p=_float(entry, "topP", 0.95, 0.0, 1.0),
-                   max_new_tokens=_int(entry, "maxNewTokens", DEFAULT_MAX_NEW_TOKENS, 1)
+                   max_new_tokens=entry_int(entry, "maxNewTokens", DEFAULT_MAX_NEW_TOKENS, 1)
                    or DEFAULT_MAX_NEW_TOKENS,
                    timeout_s=_float(entry, "timeoutS", DEFAULT_TIMEOUT_S, 0.0, 120.0),
                    gguf=gguf.strip().upper() if gguf else None)
