@@ -162,10 +162,13 @@ TEMPLATE_FIELDS = ("base", "domain", "name", "version")
 
 class PublishTargetTemplate(Frozen):
     """A hub repo under `org`, named by `repoTemplate` with {base}, {domain}, {name} and
-    {version} filled in from the recipe when the run is requested."""
+    {version} filled in from the recipe when the run is requested; `gguf` puts the GGUF tiers
+    in a repo of their own, as the URL form's `?gguf=`: `separate` (the model's repo name +
+    `-GGUF`) or `<org>/<name>`."""
 
     org: str = Field(pattern=_HUB_NAME)
     repo_template: str = Field(default="{base}-{domain}-forged", min_length=1, max_length=200)
+    gguf: str | None = Field(default=None, pattern=rf"^(separate|{_HUB_REPO})$")
 
     @field_validator("repo_template")
     @classmethod

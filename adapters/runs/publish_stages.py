@@ -47,7 +47,8 @@ def render_publish_target(target: str | c.PublishTargetTemplate | None,
     if not name:
         raise InvalidInputError("publishTarget.repoTemplate",
                                 f"renders to no usable repo name for {fields}")
-    return f"hf://{target.org}/{name}"
+    url = f"hf://{target.org}/{name}"
+    return f"{url}?gguf={target.gguf}" if target.gguf else url
 
 
 def _base_name(recipe: dict[str, Any]) -> str:

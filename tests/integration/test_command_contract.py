@@ -225,6 +225,13 @@ def test_a_publish_target_template_is_rendered_from_the_recipe_and_recorded(
     # one); name and version: the recipe's.
     assert state["publishTarget"] == ("hf://CambrianTech/tiny-code-tiny-llama-code-forged-v"
                                       + data["version"])
+    # The GGUF tiers in a repo of their own, as the URL form's ?gguf= asks.
+    for gguf in ("separate", "CambrianTech/tiny-GGUF"):
+        started = ok(foundry.execute("forge/run", {
+            "recipeId": recipe_id, "wait": False,
+            "publishTarget": {"org": "CambrianTech", "repoTemplate": "{base}", "gguf": gguf}}))
+        state = foundry.runs.get_run(UUID(started["runId"])).state
+        assert state["publishTarget"] == f"hf://CambrianTech/tiny?gguf={gguf}"
 
 
 @pytest.mark.parametrize(("target", "field"), [
@@ -232,6 +239,7 @@ def test_a_publish_target_template_is_rendered_from_the_recipe_and_recorded(
     ({"org": "c", "repoTemplate": "{base}-{secret}"}, "publishTarget.template.repoTemplate"),
     ({"org": "c", "repoTemplate": "{base"}, "publishTarget.template.repoTemplate"),
     ({"repoTemplate": "{base}"}, "publishTarget.template.org"),
+    ({"org": "c", "gguf": "elsewhere"}, "publishTarget.template.gguf"),
     ("ftp://x/y", "publishTarget.url"),
 ])
 def test_a_bad_publish_target_is_refused_naming_the_part(foundry, recipe_data, target, field):
