@@ -296,6 +296,8 @@ class VerifyArtifact(Frozen):
 
     subject: str = Field(min_length=1, max_length=4096)
     model_dir: str | None = Field(default=None, max_length=4096)
+    # The GGUF tiers' own folder, when a publication put them in a repo of their own.
+    gguf_dir: str | None = Field(default=None, max_length=4096)
     readme: str | None = Field(default=None, max_length=4096)
     trust: list[str] = Field(default_factory=list, max_length=100)
     # Without it an unsigned artifact says `signature: none` and `weights: not recorded`

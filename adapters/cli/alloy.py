@@ -39,6 +39,9 @@ def add_alloy_commands(sub: Any) -> None:
     v = sub.add_parser("verify", help="check alloyHash, weights, card and signature")
     v.add_argument("subject", help="artifact id, run id, or a .alloy.json file")
     v.add_argument("--model-dir", help="directory of the weight files to check")
+    v.add_argument("--gguf-dir", help="directory of the GGUF tiers, when they were published "
+                                      "to a repo of their own (hf://...?gguf=); with "
+                                      "--model-dir")
     v.add_argument("--readme", help="README.md to check (default: next to the file)")
     v.add_argument("--trust", action="append", default=[], metavar="KEY_ID",
                    help="accept only signatures by these key ids")
@@ -122,7 +125,8 @@ def _keys_show(_foundry: Any, args: argparse.Namespace) -> int:
 
 def _verify(foundry: Any, args: argparse.Namespace) -> int:
     result = foundry.execute("artifact/verify", {
-        "subject": args.subject, "modelDir": args.model_dir, "readme": args.readme,
+        "subject": args.subject, "modelDir": args.model_dir, "ggufDir": args.gguf_dir,
+        "readme": args.readme,
         "trust": args.trust, "requireSignature": args.require_signature})
     if not result.get("success"):
         return _emit(result)

@@ -70,7 +70,11 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
     model_dir = Path(cmd.model_dir) if cmd.model_dir else None
     if model_dir is not None and not model_dir.is_dir():
         raise InvalidInputError("modelDir", f"{model_dir} is not a directory")
-    links = verify(artifact, model_dir=model_dir, readme=readme,
+    gguf_dir = Path(cmd.gguf_dir) if cmd.gguf_dir else None
+    if gguf_dir is not None and (model_dir is None or not gguf_dir.is_dir()):
+        raise InvalidInputError("ggufDir", f"{gguf_dir} is not a directory" if model_dir
+                                else "goes with modelDir (the model's own folder)")
+    links = verify(artifact, model_dir=model_dir, gguf_dir=gguf_dir, readme=readme,
                    trusted_key_ids=set(cmd.trust) or None, blobs=blobs,
                    require_signature=cmd.require_signature)
     if events is not None:

@@ -313,30 +313,50 @@ def published_records(artifact: Mapping[str, Any]) -> dict[str, FileRecord]:
     return files
 
 
-def check_published_files(artifact: Mapping[str, Any], model_dir: Path) -> Link:
+def check_published_files(artifact: Mapping[str, Any], model_dir: Path,
+                          gguf_dir: Path | None = None) -> Link:
     """Every published file the provenance lists is in `model_dir` with its recorded hash
-    (streamed), and no other file is; each missing, changed or extra file is named."""
-    expected = published_records(artifact)
-    problems: list[str] = []
-    for name, record in sorted(expected.items()):
-        path = model_dir / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif hash_file(path)[0] != record.sha256:
-            problems.append(f"{name}: content does not match {record.sha256}")
+    (streamed), and no other file is; each missing, changed or extra file is named. With
+    `gguf_dir` (a publication that put the GGUF tiers in a repo of their own) the tiers are
+    looked for there instead, beside only that repo's README.md."""
     from foundry.adapters.publishing.model_signing import SIGNATURE_FILE, STATEMENT_FILE
 
-    listed = set(expected) | {"README.md", "MODEL_METHODOLOGY.md", SIGNATURE_FILE,
-                              STATEMENT_FILE}
-    for path in sorted(model_dir.rglob("*")):
-        rel = path.relative_to(model_dir).as_posix()
-        if (path.is_file() or path.is_symlink()) and rel not in listed \
-                and not rel.endswith(".alloy.json"):
-            problems.append(f"{rel}: extra file, not in the provenance")
+    expected = published_records(artifact)
+    tiers = {n: r for n, r in expected.items() if n.endswith(".gguf")} if gguf_dir else {}
+    main = {n: r for n, r in expected.items() if n not in tiers}
+    problems = _folder_problems(model_dir, main, {"README.md", "MODEL_METHODOLOGY.md",
+                                                  SIGNATURE_FILE, STATEMENT_FILE})
+    if gguf_dir is not None:
+        problems += [f"GGUF folder: {p}" for p in _folder_problems(gguf_dir, tiers,
+                                                                   {"README.md"})]
+    elif (ggufs := [n for n in main if n.endswith(".gguf")]) and not any(
+            (model_dir / n).exists() for n in ggufs):
+        problems.append("no GGUF tier is in this folder: if they were published to a repo of "
+                        "their own (?gguf=), give that folder as --gguf-dir")
     return Link("files", not problems, f"{len(expected)} files as recorded",
                 "; ".join(problems) or f"{len(expected)} files as recorded",
                 "every published file matches the provenance" if not problems else
                 "published files differ from the provenance")
+
+
+def _folder_problems(folder: Path, expected: Mapping[str, FileRecord],
+                     also_allowed: set[str]) -> list[str]:
+    """Each of `expected` missing from `folder` or changed, and each other file there that is
+    neither in `also_allowed` nor an .alloy.json."""
+    problems: list[str] = []
+    for name, record in sorted(expected.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif hash_file(path)[0] != record.sha256:
+            problems.append(f"{name}: content does not match {record.sha256}")
+    listed = set(expected) | also_allowed
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel not in listed \
+                and not rel.endswith(".alloy.json"):
+            problems.append(f"{rel}: extra file, not in the provenance")
+    return problems
 
 
 def check_blobs(artifact: Mapping[str, Any], blobs: BlobStore) -> Link:
@@ -518,7 +538,7 @@ def _is_signed(artifact: Mapping[str, Any]) -> bool:
 def verify(
     artifact: Mapping[str, Any], *, model_dir: Path | None = None, readme: Path | None = None,
     trusted_key_ids: set[str] | None = None, blobs: BlobStore | None = None,
-    require_signature: bool = False,
+    require_signature: bool = False, gguf_dir: Path | None = None,
 ) -> list[Link]:
     """Check each link: alloyHash, weights and files (with model_dir), card (with readme),
     blobs (with the store holding the run), signature. A card whose cardHash no valid
@@ -544,7 +564,7 @@ def verify(
             links.append(_link("weights", recorded, found_weights,
                                "the weights hash of the model directory"))
         if published_records(artifact):  # a provenance without file records has no list
-            links.append(check_published_files(artifact, Path(model_dir)))
+            links.append(check_published_files(artifact, Path(model_dir), gguf_dir))
         from foundry.adapters.publishing.model_signing import check_folder
 
         # OpenSSF model.sig and the in-toto/SLSA statement, when the folder has them (#14).

@@ -243,3 +243,35 @@ def test_the_hub_settings_validate_and_never_show_the_token() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(InvalidInputError, match="FOUNDRY_HUB_TIMEOUT"):
             Settings.from_env({"FOUNDRY_HUB_TIMEOUT": bad})
+
+
+def test_verify_checks_a_split_publication_with_the_gguf_folder(
+        hub: Any, foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
+    """The model repo holds no GGUF tier after ?gguf=separate: verify with --model-dir alone
+    says where they went and fails the files link; with --gguf-dir it checks both folders."""
+    run_id = forged(foundry, recipe)
+    ok(publish(foundry, run_id, "hf://org/model?gguf=separate"))
+    folders = {}
+    for repo, name in (("org/model", "model"), ("org/model-GGUF", "gguf")):
+        folder = folders[name] = tmp_path / name
+        for file, data in hub.files(repo).items():
+            (folder / file).parent.mkdir(parents=True, exist_ok=True)
+            (folder / file).write_bytes(data)
+    alloy = next(folders["model"].glob("*.alloy.json"))
+
+    def files_link(**params: Any) -> dict[str, Any]:
+        result = ok(foundry.execute("artifact/verify", {"subject": str(alloy), **params}))
+        return next(link for link in result["links"] if link["name"] == "files")
+
+    alone = files_link(modelDir=str(folders["model"]))
+    assert not alone["ok"] and "give that folder as --gguf-dir" in alone["found"], alone
+    both = files_link(modelDir=str(folders["model"]), ggufDir=str(folders["gguf"]))
+    assert both["ok"], both
+    tier = folders["gguf"] / "model-Q8_0.gguf"
+    tier.write_bytes(tier.read_bytes()[:-1] + b"\0")
+    broken = files_link(modelDir=str(folders["model"]), ggufDir=str(folders["gguf"]))
+    assert not broken["ok"] and "GGUF folder: model-Q8_0.gguf: content does not match" in (
+        broken["found"]), broken
+    refused = foundry.execute("artifact/verify", {"subject": str(alloy),
+                                                  "ggufDir": str(folders["gguf"])})
+    assert not refused["success"] and "ggufDir" in refused["error"], refused
