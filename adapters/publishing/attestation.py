@@ -327,8 +327,8 @@ def check_published_files(artifact: Mapping[str, Any], model_dir: Path,
     problems = _folder_problems(model_dir, main, {"README.md", "MODEL_METHODOLOGY.md",
                                                   SIGNATURE_FILE, STATEMENT_FILE})
     if gguf_dir is not None:
-        problems += [f"GGUF folder: {p}" for p in _folder_problems(gguf_dir, tiers,
-                                                                   {"README.md"})]
+        problems += [f"GGUF folder: {p}" for p in _folder_problems(
+            gguf_dir, tiers, {"README.md", SIGNATURE_FILE, STATEMENT_FILE})]
     elif (ggufs := [n for n in main if n.endswith(".gguf")]) and not any(
             (model_dir / n).exists() for n in ggufs):
         problems.append("no GGUF tier is in this folder: if they were published to a repo of "
@@ -570,6 +570,9 @@ def verify(
         # OpenSSF model.sig and the in-toto/SLSA statement, when the folder has them (#14).
         links += [Link(name, ok_, None, None, detail, status)
                   for name, ok_, status, detail in check_folder(artifact, Path(model_dir))]
+        if gguf_dir is not None:  # the GGUF repo's own signature and statement
+            links += [Link(f"gguf {name}", ok_, None, None, detail, status)
+                      for name, ok_, status, detail in check_folder(artifact, Path(gguf_dir))]
     ok, expected, found, detail = _check_signature(artifact, trusted_key_ids)
     if readme is not None:
         links.append(_card_link(artifact, Path(readme), ok))

@@ -104,19 +104,24 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
                              {f: hash_file(folder / f)[0] for f in staged if f not in ggufs},
                              foundry.settings.keys)
         _upload_or_record(foundry, run_id, target, main_target, folder, hub)
+        gguf_files = [*ggufs, "README.md"]
         if gguf_target and ggufs:
             (gguf_folder / "README.md").write_text(cards[GGUF_CARD], encoding="utf-8")
+            # The GGUF repo is signed like the model's: its own statement names its tiers.
+            gguf_files += sign_folder(gguf_folder, run.state, artifact,
+                                      {g: hash_file(gguf_folder / g)[0] for g in ggufs},
+                                      foundry.settings.keys)
             _upload_ggufs(foundry, run_id, gguf_target, gguf_folder, hub, at=at,
                           main=(main_target, url, files, digest, force, reason))
     if len(pubs) > 1:  # the GGUF repo's first: the receipt's cardHash is the last one's
         gguf_pub, gguf_hash = pubs[0], card_hash(cards[GGUF_CARD])
         foundry.runs.record(run_id, lambda r: r.record_publication(
-            target=gguf_pub["target"], url=gguf_pub["url"], files=[*ggufs, "README.md"],
+            target=gguf_pub["target"], url=gguf_pub["url"], files=gguf_files,
             card_hash=gguf_hash, forced=force, force_reason=reason, at=at))
     foundry.runs.record(run_id, lambda r: r.record_publication(
         target=main_target, url=url, files=files, card_hash=digest, forced=force,
         force_reason=reason, at=at))
-    return _result(run_id, target, url, files, digest, force, pubs, ggufs)
+    return _result(run_id, target, url, files, digest, force, pubs, gguf_files)
 
 
 def _write_alloy_and_cards(foundry: Foundry, folder: Path, name: str,
@@ -142,12 +147,12 @@ def _write_alloy_and_cards(foundry: Foundry, folder: Path, name: str,
 
 
 def _result(run_id: UUID, target: str, url: str, files: list[str], digest: str, force: bool,
-            pubs: list[dict[str, Any]], ggufs: list[str]) -> dict[str, Any]:
+            pubs: list[dict[str, Any]], gguf_files: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {"runId": str(run_id), "target": target, "url": url,
                               "files": files, "cardHash": digest, "forced": force}
     if len(pubs) > 1:
         result["gguf"] = {"target": pubs[0]["target"], "url": pubs[0]["url"],
-                          "files": [*ggufs, "README.md"]}
+                          "files": gguf_files}
     return result
 
 

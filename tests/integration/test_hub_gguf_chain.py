@@ -248,9 +248,16 @@ def test_the_hub_settings_validate_and_never_show_the_token() -> None:
 def test_verify_checks_a_split_publication_with_the_gguf_folder(
         hub: Any, foundry: Any, recipe: dict[str, Any], tmp_path: Path) -> None:
     """The model repo holds no GGUF tier after ?gguf=separate: verify with --model-dir alone
-    says where they went and fails the files link; with --gguf-dir it checks both folders."""
+    says where they went and fails the files link; with --gguf-dir it checks both folders,
+    and the GGUF repo's own model signature and provenance statement (signed runs)."""
+    from foundry.adapters.publishing.attestation import create_key
+    from foundry.adapters.publishing.model_signing import SIGNATURE_FILE, STATEMENT_FILE
+
+    create_key(tmp_path / "keys")  # forge_env's key directory: the run is signed at its seal
     run_id = forged(foundry, recipe)
-    ok(publish(foundry, run_id, "hf://org/model?gguf=separate"))
+    result = ok(publish(foundry, run_id, "hf://org/model?gguf=separate"))
+    assert {SIGNATURE_FILE, STATEMENT_FILE} <= set(result["gguf"]["files"])
+    assert {SIGNATURE_FILE, STATEMENT_FILE} <= set(hub.files("org/model-GGUF"))
     folders = {}
     for repo, name in (("org/model", "model"), ("org/model-GGUF", "gguf")):
         folder = folders[name] = tmp_path / name
@@ -267,11 +274,20 @@ def test_verify_checks_a_split_publication_with_the_gguf_folder(
     assert not alone["ok"] and "give that folder as --gguf-dir" in alone["found"], alone
     both = files_link(modelDir=str(folders["model"]), ggufDir=str(folders["gguf"]))
     assert both["ok"], both
+    links = {link["name"]: link for link in ok(foundry.execute("artifact/verify", {
+        "subject": str(alloy), "modelDir": str(folders["model"]),
+        "ggufDir": str(folders["gguf"])}))["links"]}
+    assert links["gguf modelSig"]["ok"] and links["gguf provenance"]["ok"], links
+    assert links["modelSig"]["ok"] and links["provenance"]["ok"], links
     tier = folders["gguf"] / "model-Q8_0.gguf"
     tier.write_bytes(tier.read_bytes()[:-1] + b"\0")
     broken = files_link(modelDir=str(folders["model"]), ggufDir=str(folders["gguf"]))
     assert not broken["ok"] and "GGUF folder: model-Q8_0.gguf: content does not match" in (
         broken["found"]), broken
+    links = {link["name"]: link for link in ok(foundry.execute("artifact/verify", {
+        "subject": str(alloy), "modelDir": str(folders["model"]),
+        "ggufDir": str(folders["gguf"])}))["links"]}
+    assert not links["gguf modelSig"]["ok"] and not links["gguf provenance"]["ok"], links
     refused = foundry.execute("artifact/verify", {"subject": str(alloy),
                                                   "ggufDir": str(folders["gguf"])})
     assert not refused["success"] and "ggufDir" in refused["error"], refused
