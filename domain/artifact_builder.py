@@ -7,13 +7,14 @@ on the state folded from the same events, so they agree by construction.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import NAMESPACE_URL, uuid5
 
 from foundry.domain import run_state
 from foundry.domain.hashing import content_hash
-from foundry.domain.values.artifact import RECIPE_SNAPSHOT_FIELDS
+from foundry.domain.values.artifact import RECIPE_SNAPSHOT_FIELDS, ArtifactDocument
 
 # Not part of the hashed content: the hash itself, what publication and signing add later,
 # and the lifecycle status the view shows next to the artifact.
@@ -25,12 +26,12 @@ def artifact_id(run_id: str) -> str:
     return str(uuid5(NAMESPACE_URL, f"foundry/artifact/{run_id}"))
 
 
-def alloy_hash(artifact: dict[str, Any]) -> str:
+def alloy_hash(artifact: Mapping[str, Any]) -> str:
     """`sha256:` + SHA-256 of the RFC 8785 form of the artifact without UNHASHED_FIELDS."""
     return content_hash({k: v for k, v in artifact.items() if k not in UNHASHED_FIELDS})
 
 
-def build_artifact(state: run_state.State) -> dict[str, Any]:
+def build_artifact(state: run_state.State) -> ArtifactDocument:
     if state.get("imported"):
         return _imported_artifact(state)
     recipe = state["recipe"]
@@ -64,7 +65,8 @@ def build_artifact(state: run_state.State) -> dict[str, Any]:
         artifact["alloyHash"] = state["alloyHash"]
     artifact["receipt"] = _receipt(state)
     artifact["integrity"] = state.get("integrity")
-    return {k: v for k, v in artifact.items() if v is not None}
+    # The one place a document becomes an ArtifactDocument: its keys are the ones above.
+    return cast("ArtifactDocument", {k: v for k, v in artifact.items() if v is not None})
 
 
 def _device_kind(device: Any) -> str:
@@ -157,7 +159,7 @@ def _minutes(start: str | None, end: str | None) -> float | None:
     return round(delta.total_seconds() / 60, 4)
 
 
-def _imported_artifact(state: run_state.State) -> dict[str, Any]:
+def _imported_artifact(state: run_state.State) -> ArtifactDocument:
     """An artifact forged elsewhere: its fields exactly as imported, our ids, and a
     provenance that says so (nothing pretends it ran here)."""
     recipe, imported = state["recipe"], state["imported"]
@@ -165,7 +167,7 @@ def _imported_artifact(state: run_state.State) -> dict[str, Any]:
         # Foundry's own artifact file (a legacy alloy's run half never has recipeId): the
         # same artifact as in the store it was forged in, field for field, so that its
         # alloyHash still verifies. Where it came from is in the run's Imported event.
-        return copy.deepcopy(imported["fields"])
+        return cast("ArtifactDocument", copy.deepcopy(imported["fields"]))
     artifact: dict[str, Any] = {
         "id": artifact_id(state["runId"]),
         "recipeId": state["recipeId"],
@@ -179,4 +181,4 @@ def _imported_artifact(state: run_state.State) -> dict[str, Any]:
             "recipeRevision": state["recipeRevision"], "recipeHash": state["recipeHash"],
         },
     }
-    return {k: v for k, v in artifact.items() if v is not None}
+    return cast("ArtifactDocument", {k: v for k, v in artifact.items() if v is not None})

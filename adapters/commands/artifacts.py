@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from foundry.adapters.commands.alloy_import import import_alloys
 from foundry.adapters.commands.registry import CommandSpec
@@ -22,6 +22,7 @@ from foundry.adapters.commands.validation import parse_uuid
 from foundry.adapters.store.run_lookup import run_of
 from foundry.domain import commands as c
 from foundry.domain.errors import InvalidInputError
+from foundry.domain.values.artifact import ArtifactDocument
 
 if TYPE_CHECKING:
     from foundry.adapters.commands.ports import Call, CommandServices
@@ -56,15 +57,20 @@ def verify_artifact(cmd: c.VerifyArtifact, services: CommandServices, _call: Cal
     readme = Path(cmd.readme) if cmd.readme else None
     blobs = None  # a file stands alone; a stored run's blobs are checked too
     events: Link | None = None  # and a stored run's events
+    artifact: ArtifactDocument
     if path.is_file():
-        artifact = _read_json_object(path, "subject")
+        # A file someone hands in: verify's links check what it claims, key by key.
+        artifact = cast("ArtifactDocument", _read_json_object(path, "subject"))
         readme = readme or recorded_card(path, artifact)
     else:
         from foundry.adapters.publishing.publish import publishable_artifact
         from foundry.domain.artifact_builder import build_artifact
 
         state = services.runs.get_run(run_of(services, parse_uuid(cmd.subject, "subject"))).state
-        artifact = {**publishable_artifact(state), "receipt": build_artifact(state).get("receipt")}
+        artifact = publishable_artifact(state)
+        receipt = build_artifact(state).get("receipt")
+        if receipt is not None:
+            artifact["receipt"] = receipt
         blobs = services.blobs
         events = events_link(services, str(state["runId"]))
     model_dir = Path(cmd.model_dir) if cmd.model_dir else None
@@ -130,7 +136,7 @@ def differences(view: Any, events: Any, path: str = "") -> list[str]:
     return [] if view == events else [f"{path or '<root>'}: view {view!r}, events {events!r}"]
 
 
-def recorded_card(path: Path, artifact: dict[str, Any]) -> Path | None:
+def recorded_card(path: Path, artifact: ArtifactDocument) -> Path | None:
     """The card next to a published artifact file: the one its receipt recorded a hash of,
     by the name the receipt gives (publishing writes it as README.md beside the alloy). An
     artifact whose receipt records no card has none to check: a README.md that merely sits

@@ -7,6 +7,8 @@ import json
 from html import escape
 from typing import Any
 
+from foundry.domain.values.artifact import ArtifactDocument
+
 CSS = """
 *{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24}
 header{background:#1f2937;color:#fff;padding:.6rem 1rem;display:flex;gap:1rem;flex-wrap:wrap}
@@ -63,7 +65,7 @@ def value(v: Any) -> str:
     return e(v)
 
 
-def lineage_svg(report: dict[str, Any], artifact: dict[str, Any]) -> str:
+def lineage_svg(report: dict[str, Any], artifact: ArtifactDocument) -> str:
     """Base model -> recipe version -> stages (output hashes) -> artifact: a column of boxes
     joined by arrows; each box names what it is and its hash."""
     run = (report.get("runs") or [{}])[0]

@@ -168,7 +168,7 @@ def export_alloy(foundry: Foundry, some_id: UUID) -> dict[str, Any]:
     if not imported or is_artifact_form(imported["fields"]):
         # The artifact itself: every field its alloyHash covers, so the file verifies as it
         # is; an imported artifact file is given back exactly as it came.
-        return build_artifact(run.state)
+        return dict(build_artifact(run.state))
     # A legacy alloy forged elsewhere: the file's own shape back (recipe half + run half).
     out = restore_shape(_recipe_part(run.state["recipe"]))
     out.update(copy.deepcopy(imported["fields"]))

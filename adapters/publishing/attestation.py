@@ -50,6 +50,7 @@ from foundry.adapters.settings import KeySettings
 from foundry.adapters.store.blobs import BlobStore, FileRecord, hash_dir, hash_file, tree_hash
 from foundry.domain.artifact_builder import alloy_hash
 from foundry.domain.hashing import canonical_json, content_hash, sha256_hex
+from foundry.domain.values.artifact import ArtifactDocument
 
 ALGORITHM = "ES256"
 # Imported by their installed names: a console script (`foundry`) has no repo root on sys.path.
@@ -234,7 +235,7 @@ def code_attestation() -> dict[str, Any]:
     }
 
 
-def _dataset_entries(artifact: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _dataset_entries(artifact: ArtifactDocument) -> list[dict[str, Any]]:
     corpus = artifact.get("calibrationCorpus")
     if not isinstance(corpus, Mapping) or not corpus.get("contentHash"):
         return []
@@ -244,7 +245,7 @@ def _dataset_entries(artifact: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def build_payload(
-    artifact: Mapping[str, Any], *, model_hash: str, attested_at: str, nonce: str,
+    artifact: ArtifactDocument, *, model_hash: str, attested_at: str, nonce: str,
     audience: str, code_hash: str,
 ) -> dict[str, Any]:
     """The eight signed fields. alloyHash is recomputed from the artifact, never copied."""
@@ -272,7 +273,7 @@ def sign_payload(payload: Mapping[str, Any], private_key: ec.EllipticCurvePrivat
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def weights_hash(artifact: Mapping[str, Any], model_dir: Path) -> str:
+def weights_hash(artifact: ArtifactDocument, model_dir: Path) -> str:
     """The weights hash of `model_dir`. A published folder also holds GGUF tiers, the alloy
     and the cards: when the artifact names its model files (the last stage's `model` files),
     only those count, so the hash means the same thing as the recorded one."""
@@ -289,7 +290,7 @@ def weights_hash(artifact: Mapping[str, Any], model_dir: Path) -> str:
     return tree_hash(records)
 
 
-def provenance_records(artifact: Mapping[str, Any]) -> list[FileRecord]:
+def provenance_records(artifact: ArtifactDocument) -> list[FileRecord]:
     """Every file record of every stage in the artifact's provenance (each blob it references)."""
     records: dict[tuple[str, str], FileRecord] = {}
     for stage in (artifact.get("provenance") or {}).get("stages") or []:
@@ -299,7 +300,7 @@ def provenance_records(artifact: Mapping[str, Any]) -> list[FileRecord]:
     return list(records.values())
 
 
-def published_records(artifact: Mapping[str, Any]) -> dict[str, FileRecord]:
+def published_records(artifact: ArtifactDocument) -> dict[str, FileRecord]:
     """The files `forge publish` writes from the blob store, by name: the last stage's model
     files and every stage's GGUF outputs (the alloy and the cards are checked by their own
     links)."""
@@ -313,7 +314,7 @@ def published_records(artifact: Mapping[str, Any]) -> dict[str, FileRecord]:
     return files
 
 
-def check_published_files(artifact: Mapping[str, Any], model_dir: Path,
+def check_published_files(artifact: ArtifactDocument, model_dir: Path,
                           gguf_dir: Path | None = None) -> Link:
     """Every published file the provenance lists is in `model_dir` with its recorded hash
     (streamed), and no other file is; each missing, changed or extra file is named. With
@@ -359,7 +360,7 @@ def _folder_problems(folder: Path, expected: Mapping[str, FileRecord],
     return problems
 
 
-def check_blobs(artifact: Mapping[str, Any], blobs: BlobStore) -> Link:
+def check_blobs(artifact: ArtifactDocument, blobs: BlobStore) -> Link:
     """Every blob the artifact references is in the store and hashes to its name."""
     records = provenance_records(artifact)
     problems = [str(e) for e in blobs.check_records(records)]
@@ -369,7 +370,7 @@ def check_blobs(artifact: Mapping[str, Any], blobs: BlobStore) -> Link:
                 "referenced blobs are missing or corrupt")
 
 
-def _model_hash(artifact: Mapping[str, Any], model_dir: Path | None) -> str:
+def _model_hash(artifact: ArtifactDocument, model_dir: Path | None) -> str:
     if model_dir is not None:
         return weights_hash(artifact, Path(model_dir))
     stages = (artifact.get("provenance") or {}).get("stages") or []
@@ -379,7 +380,7 @@ def _model_hash(artifact: Mapping[str, Any], model_dir: Path | None) -> str:
 
 
 def sign_artifact(
-    artifact: Mapping[str, Any], *, model_dir: Path | None,
+    artifact: ArtifactDocument, *, model_dir: Path | None,
     private_key: ec.EllipticCurvePrivateKey, key_info: KeyInfo, attested_at: str,
     nonce: str | None = None, audience: str = "public",
 ) -> dict[str, Any]:
@@ -440,7 +441,7 @@ def _verify_raw(key: ec.EllipticCurvePublicKey, payload: Mapping[str, Any], valu
     return True
 
 
-def _receipt_signed(artifact: Mapping[str, Any]) -> bool:
+def _receipt_signed(artifact: ArtifactDocument) -> bool:
     """Whether the receipt carries a valid signature by the artifact's own (checked) key, over
     this artifact's alloyHash and the receipt's cardHash."""
     receipt = artifact.get("receipt") or {}
@@ -460,7 +461,7 @@ def _receipt_signed(artifact: Mapping[str, Any]) -> bool:
     return _verify_raw(key, receipt_payload(receipt), str(sig.get("value", "")))
 
 
-def _card_link(artifact: Mapping[str, Any], readme: Path, signature_ok: bool) -> Link:
+def _card_link(artifact: ArtifactDocument, readme: Path, signature_ok: bool) -> Link:
     """The card link says what it proves: a README matching an unsigned cardHash proves
     nothing (whoever edits the README can set the hash beside it), so it is `unsigned`
     and never ok, signature required or not: an unsigned file's README and receipt can be
@@ -481,7 +482,7 @@ def _card_link(artifact: Mapping[str, Any], readme: Path, signature_ok: bool) ->
 
 
 def _check_signature(
-    artifact: Mapping[str, Any], trusted_key_ids: set[str] | None
+    artifact: ArtifactDocument, trusted_key_ids: set[str] | None
 ) -> tuple[bool, str | None, str | None, str]:
     """(ok, expected keyId, found keyId, detail) of the integrity block's signature."""
     integrity = artifact.get("integrity")
@@ -530,13 +531,13 @@ def _link(name: str, expected: str | None, found: str | None, what: str) -> Link
     return Link(name, ok, expected, found, f"{what} {'matches' if ok else 'does not match'}")
 
 
-def _is_signed(artifact: Mapping[str, Any]) -> bool:
+def _is_signed(artifact: ArtifactDocument) -> bool:
     integrity = artifact.get("integrity")
     return isinstance(integrity, Mapping) and bool(integrity.get("signature"))
 
 
 def verify(
-    artifact: Mapping[str, Any], *, model_dir: Path | None = None, readme: Path | None = None,
+    artifact: ArtifactDocument, *, model_dir: Path | None = None, readme: Path | None = None,
     trusted_key_ids: set[str] | None = None, blobs: BlobStore | None = None,
     require_signature: bool = False, gguf_dir: Path | None = None,
 ) -> list[Link]:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +67,7 @@ from foundry.adapters.publishing.cards_sections import (
     title,
 )
 from foundry.adapters.publishing.eval_ledger import base_comparable
+from foundry.domain.values.artifact import ArtifactDocument
 
 README = "README.md"
 METHODOLOGY = "MODEL_METHODOLOGY.md"
@@ -95,7 +95,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def render_cards(artifact: Mapping[str, Any]) -> dict[str, str]:
+def render_cards(artifact: ArtifactDocument) -> dict[str, str]:
     """{"README.md": ..., "MODEL_METHODOLOGY.md": ...}, both from the artifact's data only."""
     return {README: render_readme(artifact), METHODOLOGY: methodology(artifact)}
 
@@ -105,7 +105,7 @@ def card_hash(readme_text: str) -> str:
     return "sha256:" + hashlib.sha256(readme_text.encode("utf-8")).hexdigest()
 
 
-def write_cards(artifact: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_cards(artifact: ArtifactDocument, out_dir: Path) -> dict[str, Path]:
     """Render and write both cards into `out_dir` (created if missing), as UTF-8 bytes,
     atomically and never through a symlink (safe_files); InvalidInputError("out") if not."""
     from foundry.adapters.publishing.safe_files import writable_dir, write_atomic
@@ -117,7 +117,7 @@ def write_cards(artifact: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
 
 # --- tags and front-matter -----------------------------------------------------------------
 
-def quant_tiers(artifact: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def quant_tiers(artifact: ArtifactDocument) -> list[tuple[str, list[str]]]:
     """(format, variants) of each quant tier: quantTiers, else the quant stages."""
     tiers = [as_map(t) for t in as_list(artifact.get("quantTiers"))]
     if tiers:
@@ -126,7 +126,7 @@ def quant_tiers(artifact: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
             for r in stage_rows(artifact) if r.get("type") == "quant"]
 
 
-def card_tags(artifact: Mapping[str, Any]) -> list[str]:
+def card_tags(artifact: ArtifactDocument) -> list[str]:
     """The front-matter tags, by the rule in the module docstring."""
     publish = [as_map(s) for s in as_list(artifact.get("stages"))
                if as_map(s).get("type") == "publish"]
@@ -146,7 +146,7 @@ def card_tags(artifact: Mapping[str, Any]) -> list[str]:
     return tags[:MAX_TAGS]
 
 
-def library_name(artifact: Mapping[str, Any]) -> str | None:
+def library_name(artifact: ArtifactDocument) -> str | None:
     rows = stage_rows(artifact)
     files = [as_map(f) for f in as_list(rows[-1].get("files"))] if rows else []
     paths = [str(f.get("path", "")) for f in files if f.get("role") == "model"]
@@ -161,7 +161,7 @@ _NEUTRAL_STAGES = frozenset({"eval", "verify", "publish", "deliver", "source-con
                              "expert-activation-profile"})
 
 
-def base_model_relation(artifact: Mapping[str, Any]) -> str | None:
+def base_model_relation(artifact: ArtifactDocument) -> str | None:
     """How the published model relates to `base_model`, in the Hub's words (its model tree):
     `merge` when a merge stage ran; `adapter` when the only change is a LoRA kept separate
     (mergeAfter false); `quantized` when the only change is quantization; else `finetune`
@@ -183,7 +183,7 @@ def base_model_relation(artifact: Mapping[str, Any]) -> str | None:
     return "finetune"
 
 
-def card_data(artifact: Mapping[str, Any]) -> ModelCardData:
+def card_data(artifact: ArtifactDocument) -> ModelCardData:
     base = as_map(artifact.get("source")).get("baseModel")
     hub_base = base if isinstance(base, str) and HUB_ID.match(base) else None
     relation = base_model_relation(artifact) if hub_base else None
@@ -210,7 +210,7 @@ def card_data(artifact: Mapping[str, Any]) -> ModelCardData:
 
 # --- README.md -----------------------------------------------------------------------------
 
-def headline(artifact: Mapping[str, Any]) -> str | None:
+def headline(artifact: ArtifactDocument) -> str | None:
     """The evidence-priority headline (module docstring); None when nothing supports one."""
     measured = [b for b in benchmarks(artifact)
                 if is_num(b.get("score")) and is_num(b.get("baseScore"))
@@ -236,7 +236,7 @@ def headline(artifact: Mapping[str, Any]) -> str | None:
     return f"Forged from {base}" if present(base) else None
 
 
-def render_readme(artifact: Mapping[str, Any]) -> str:
+def render_readme(artifact: ArtifactDocument) -> str:
     name, line = title(artifact), headline(artifact)
     summary = artifact.get("userSummary")
     sections = [
@@ -250,7 +250,7 @@ def render_readme(artifact: Mapping[str, Any]) -> str:
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
 
-def _benchmark_table(artifact: Mapping[str, Any]) -> list[str]:
+def _benchmark_table(artifact: ArtifactDocument) -> list[str]:
     # A base score made under another ledger is shown, never subtracted (eval_ledger.py).
     rows = [[bench_label(b), b.get("metric"), b.get("score"), b.get("baseScore"),
              delta(b) if base_comparable(b) else "not comparable"]
@@ -261,7 +261,7 @@ def _benchmark_table(artifact: Mapping[str, Any]) -> list[str]:
                    table(["Benchmark", "Metric", "Score", "Base model", "Delta"], rows))
 
 
-def _what_changed(artifact: Mapping[str, Any]) -> list[str]:
+def _what_changed(artifact: ArtifactDocument) -> list[str]:
     rows = stage_rows(artifact)
     cycles, lines = many_cycles(rows), []
     for row in rows:
@@ -274,7 +274,7 @@ def _what_changed(artifact: Mapping[str, Any]) -> list[str]:
     return section("## What changed", lines)
 
 
-def _runs_on(artifact: Mapping[str, Any]) -> list[str]:
+def _runs_on(artifact: ArtifactDocument) -> list[str]:
     rows = [[h.get("device"), h.get("format"), h.get("sizeGb"), h.get("tokensPerSec"),
              h.get("verified")] for h in hardware_verified(artifact)]
     if not rows:
@@ -283,12 +283,12 @@ def _runs_on(artifact: Mapping[str, Any]) -> list[str]:
                    table(["Device", "Format", "Size (GB)", "Tokens/s", "Verified"], rows))
 
 
-def _limitations(artifact: Mapping[str, Any]) -> list[str]:
+def _limitations(artifact: ArtifactDocument) -> list[str]:
     items = [str(x).strip() for x in as_list(artifact.get("limitations")) if present(x)]
     return section("## Limitations", [f"- {x}" for x in items])
 
 
-def _custody(artifact: Mapping[str, Any]) -> list[str]:
+def _custody(artifact: ArtifactDocument) -> list[str]:
     prov = as_map(artifact.get("provenance"))
     recipe = " version ".join(f"`{fmt(artifact[k])}`" for k in ("recipeId", "recipeVersion")
                               if present(artifact.get(k)))

@@ -22,6 +22,7 @@ from foundry.adapters.publishing.cards_sections import (
     table,
 )
 from foundry.adapters.publishing.eval_ledger import incomparable, short
+from foundry.domain.values.artifact import ArtifactDocument
 
 HEADER = ["Benchmark", "Harness", "Data", "Problems", "Sampling", "Seed", "Model", "Device",
           "Seconds"]
@@ -52,7 +53,7 @@ def _row(b: Mapping[str, Any]) -> list[Any]:
             model, led.get("device"), led.get("wallSeconds")]
 
 
-def how_made(artifact: Mapping[str, Any]) -> list[str]:
+def how_made(artifact: ArtifactDocument) -> list[str]:
     benches = benchmarks(artifact)
     if not benches:
         return []
@@ -65,7 +66,7 @@ def how_made(artifact: Mapping[str, Any]) -> list[str]:
     return section("## How these scores were made", lines)
 
 
-def license_lines(artifact: Mapping[str, Any]) -> list[str]:
+def license_lines(artifact: ArtifactDocument) -> list[str]:
     license_ = artifact.get("license")
     if not present(license_):
         return []

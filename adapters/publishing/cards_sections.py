@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from foundry.domain.gate import lower_is_better
+from foundry.domain.values.artifact import ArtifactDocument
 
 DASH = "—"  # an empty table cell: the field is absent from the artifact
 
@@ -66,7 +67,7 @@ def present(value: Any) -> bool:
     return value is not None and value != "" and value != [] and value != {}
 
 
-def title(artifact: Mapping[str, Any]) -> str | None:
+def title(artifact: ArtifactDocument) -> str | None:
     """recipeName; a legacy alloy's `name`; else the artifact id."""
     for key in ("recipeName", "name", "id"):
         if present(artifact.get(key)):
@@ -74,7 +75,7 @@ def title(artifact: Mapping[str, Any]) -> str | None:
     return None
 
 
-def stage_rows(artifact: Mapping[str, Any]) -> list[dict[str, Any]]:
+def stage_rows(artifact: ArtifactDocument) -> list[dict[str, Any]]:
     """The stages as run (provenance.stages); for an artifact without them (an imported
     alloy), the stages of its recipe snapshot, in order."""
     run = [as_map(s) for s in as_list(as_map(artifact.get("provenance")).get("stages"))]
@@ -102,11 +103,11 @@ def stage_label(row: Mapping[str, Any], cycles: bool) -> str:
     return " ".join([str(row.get("type") or DASH), *(f"({w})" for w in where)])
 
 
-def benchmarks(artifact: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def benchmarks(artifact: ArtifactDocument) -> list[Mapping[str, Any]]:
     return [as_map(b) for b in as_list(as_map(artifact.get("results")).get("benchmarks"))]
 
 
-def hardware_verified(artifact: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def hardware_verified(artifact: ArtifactDocument) -> list[Mapping[str, Any]]:
     """Section 4 puts hardwareVerified at the top; legacy executed alloys keep it in results."""
     top = as_list(artifact.get("hardwareVerified"))
     legacy = as_list(as_map(artifact.get("results")).get("hardwareVerified"))
@@ -153,7 +154,7 @@ BASELINE_KEYS = ("metric", "value", "source", "measuredAt", "measurementMethod",
                  "outcome", "supersededBy")
 
 
-def methodology(artifact: Mapping[str, Any]) -> str:
+def methodology(artifact: ArtifactDocument) -> str:
     name = title(artifact)
     sections = [
         [f"# {name}: methodology"] if name else [],
@@ -164,7 +165,7 @@ def methodology(artifact: Mapping[str, Any]) -> str:
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
 
-def _run_facts(a: Mapping[str, Any]) -> list[str]:
+def _run_facts(a: ArtifactDocument) -> list[str]:
     prov = as_map(a.get("provenance"))
     facts = [(label, a.get(key)) for label, key in RUN_FACTS]
     facts += [("Recipe revision", prov.get("recipeRevision")), ("Run", prov.get("runId")),
@@ -173,7 +174,7 @@ def _run_facts(a: Mapping[str, Any]) -> list[str]:
     return section("## Run", lines)
 
 
-def _stages(a: Mapping[str, Any]) -> list[str]:
+def _stages(a: ArtifactDocument) -> list[str]:
     rows = stage_rows(a)
     cycles, out = many_cycles(rows), []
     for n, row in enumerate(rows, 1):
@@ -189,7 +190,7 @@ def _stages(a: Mapping[str, Any]) -> list[str]:
     return section("## Stages", out[1:])
 
 
-def _gate(a: Mapping[str, Any]) -> list[str]:
+def _gate(a: ArtifactDocument) -> list[str]:
     gate = as_map(as_map(a.get("provenance")).get("gate"))
     if not gate:
         return []
@@ -199,7 +200,7 @@ def _gate(a: Mapping[str, Any]) -> list[str]:
     return section("## Gate", [*([verdict, ""] if verdict else []), *reasons])
 
 
-def _baselines(a: Mapping[str, Any]) -> list[str]:
+def _baselines(a: ArtifactDocument) -> list[str]:
     out: list[str] = []
     for base in (as_map(b) for b in as_list(a.get("priorMetricBaselines"))):
         keys = [k for k in BASELINE_KEYS if k in base]
@@ -208,7 +209,7 @@ def _baselines(a: Mapping[str, Any]) -> list[str]:
     return section("## Prior metric baselines", out)
 
 
-def _benchmark_details(a: Mapping[str, Any]) -> list[str]:
+def _benchmark_details(a: ArtifactDocument) -> list[str]:
     out: list[str] = []
     for b in benchmarks(a):
         fields = sorted(k for k in b if k not in ("name", "subset") and present(b[k]))
@@ -216,14 +217,14 @@ def _benchmark_details(a: Mapping[str, Any]) -> list[str]:
     return section("## Benchmark results", out)
 
 
-def _corpus(a: Mapping[str, Any]) -> list[str]:
+def _corpus(a: ArtifactDocument) -> list[str]:
     c = as_map(a.get("calibrationCorpus"))
     lines = bullets([("Name", c.get("name")), ("Content hash", c.get("contentHash")),
                      ("Size (bytes)", c.get("sizeBytes")), ("Source", c.get("sourceUrl"))])
     return section("## Calibration corpus", lines)
 
 
-def _hashes(a: Mapping[str, Any]) -> list[str]:
+def _hashes(a: ArtifactDocument) -> list[str]:
     prov, integrity = as_map(a.get("provenance")), as_map(a.get("integrity"))
     lines = bullets([("alloyHash", a.get("alloyHash")), ("Recipe hash", prov.get("recipeHash")),
                      ("Source hash", as_map(prov.get("source")).get("sourceHash")),
@@ -237,7 +238,7 @@ def _hashes(a: Mapping[str, Any]) -> list[str]:
     return section("## Hashes", lines)
 
 
-def _attempts(a: Mapping[str, Any]) -> list[str]:
+def _attempts(a: ArtifactDocument) -> list[str]:
     out: list[str] = []
     for att in (as_map(x) for x in as_list(as_map(a.get("provenance")).get("attempts"))):
         out += ["", f"### Attempt {fmt(att.get('attempt'))}"]

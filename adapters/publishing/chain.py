@@ -19,6 +19,7 @@ from uuid import UUID
 from foundry.adapters.publishing.cards import HUB_ID
 from foundry.domain import run_state
 from foundry.domain.errors import RunNotFoundError
+from foundry.domain.values.artifact import ArtifactDocument
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices
@@ -120,7 +121,7 @@ def _artifact_id(state: run_state.State) -> str:
     return str(artifact_id(state["runId"]))
 
 
-def with_base_model(readme: str, artifact: dict[str, Any], base_model: str) -> str:
+def with_base_model(readme: str, artifact: ArtifactDocument, base_model: str) -> str:
     """The README with its front matter's base_model set to `base_model` (and the relation
     the stages give), parsed and written back by huggingface_hub's ModelCard, the same
     `to_yaml` that wrote it; the rest of the card is left byte for byte."""

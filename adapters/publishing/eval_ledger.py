@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from foundry.domain.values.artifact import ArtifactDocument
+
 LEDGER_COLUMNS = ("harnessVersion", "datasetHash", "problems", "sampling", "seed",
                   "modelFormat", "modelHash", "device", "wallSeconds", "samplesHash")
 
@@ -26,7 +28,7 @@ def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
-def bench_entries(artifact: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def bench_entries(artifact: ArtifactDocument) -> list[Mapping[str, Any]]:
     return [_map(b) for b in _list(_map(artifact.get("results")).get("benchmarks"))]
 
 
@@ -53,7 +55,7 @@ def _label(entry: Mapping[str, Any]) -> str:
     return f"{name} ({entry['subset']})" if entry.get("subset") else name
 
 
-def incomparable(artifact: Mapping[str, Any]) -> list[str]:
+def incomparable(artifact: ArtifactDocument) -> list[str]:
     """Why some scores of this artifact are not set side by side: one line each."""
     notes: list[str] = []
     entries = bench_entries(artifact)
@@ -85,7 +87,7 @@ def incomparable(artifact: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def ledger_rows(artifact: Mapping[str, Any]) -> list[dict[str, Any]]:
+def ledger_rows(artifact: ArtifactDocument) -> list[dict[str, Any]]:
     """One row per benchmark entry: its scores and its ledger ({} where none was recorded)."""
     return [{"name": e.get("name"), "subset": e.get("subset"), "metric": e.get("metric"),
              "score": e.get("score"), "baseScore": e.get("baseScore"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs
 
 from huggingface_hub import ModelCardData
@@ -23,6 +22,7 @@ from huggingface_hub import ModelCardData
 from foundry.adapters.publishing.cards import card_tags
 from foundry.adapters.publishing.cards_sections import as_map, present, table, title
 from foundry.domain.errors import InvalidInputError
+from foundry.domain.values.artifact import ArtifactDocument
 
 HUB_SCHEME = "hf://"
 GGUF_OPTION = "gguf"
@@ -72,7 +72,7 @@ def parse_hub_target(target: str) -> HubTarget:
     return HubTarget(repo, gguf)
 
 
-def gguf_readme(artifact: Mapping[str, Any], parent: str, parent_url: str,
+def gguf_readme(artifact: ArtifactDocument, parent: str, parent_url: str,
                 files: Mapping[str, str]) -> str:
     """The GGUF repo's README: metadata pointing at the parent repo, then what each file is.
     `files` maps each .gguf name to its sha256, as the provenance recorded it."""
@@ -82,8 +82,9 @@ def gguf_readme(artifact: Mapping[str, Any], parent: str, parent_url: str,
                          tags=card_tags(artifact) or None, base_model=parent,
                          base_model_relation="quantized")
     name = title(artifact) or parent
-    custody = [f"- {label}: `{artifact[key]}`" for label, key in
-               (("Artifact", "id"), ("alloyHash", "alloyHash")) if present(artifact.get(key))]
+    custody = [f"- {label}: `{value}`" for label, value in
+               (("Artifact", artifact.get("id")), ("alloyHash", artifact.get("alloyHash")))
+               if present(value)]
     run = as_map(artifact.get("provenance")).get("runId")
     custody += [f"- Run: `{run}`"] if present(run) else []
     sections = [

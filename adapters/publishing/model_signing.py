@@ -29,6 +29,7 @@ from typing import Any
 from foundry.adapters.settings import KeySettings
 from foundry.adapters.store.blobs import hash_file
 from foundry.domain.run_state import State
+from foundry.domain.values.artifact import ArtifactDocument
 
 SIGNATURE_FILE = "model.sig"
 STATEMENT_FILE = "provenance.intoto.json"
@@ -49,7 +50,7 @@ def _hex(digest: str | None) -> str | None:
     return digest.removeprefix("sha256:") if digest else None
 
 
-def provenance_statement(state: State, artifact: Mapping[str, Any],
+def provenance_statement(state: State, artifact: ArtifactDocument,
                          subjects: Mapping[str, str]) -> dict[str, Any]:
     """The in-toto statement for a run (its state) and its published files (name -> sha256)."""
     recipe = state.get("recipe") or {}
@@ -96,7 +97,7 @@ def provenance_statement(state: State, artifact: Mapping[str, Any],
     }
 
 
-def sign_folder(folder: Path, state: State, artifact: Mapping[str, Any],
+def sign_folder(folder: Path, state: State, artifact: ArtifactDocument,
                 weight_files: Mapping[str, str], keys: KeySettings) -> list[str]:
     """Write the statement and sign the folder with the local key (`keys`), when there is one
     (as the seal does); the names of the files written, [] without a key."""
@@ -132,7 +133,7 @@ def verify_folder(folder: Path, public_key_pem: str) -> None:
         config.verify(folder, folder / SIGNATURE_FILE)  # hashing as the manifest records
 
 
-def check_folder(artifact: Mapping[str, Any], folder: Path) -> list[tuple[str, bool, str, str]]:
+def check_folder(artifact: ArtifactDocument, folder: Path) -> list[tuple[str, bool, str, str]]:
     """(name, ok, status, detail) for the model signature and the provenance statement of a
     published folder; [] when the folder has neither (published without a key)."""
     results: list[tuple[str, bool, str, str]] = []
@@ -157,7 +158,7 @@ def check_folder(artifact: Mapping[str, Any], folder: Path) -> list[tuple[str, b
     return results
 
 
-def _check_statement(artifact: Mapping[str, Any],
+def _check_statement(artifact: ArtifactDocument,
                      path: Path) -> tuple[str, bool, str, str]:
     if not path.is_file():
         return ("provenance", False, "BROKEN", f"{STATEMENT_FILE} missing")

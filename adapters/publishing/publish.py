@@ -37,6 +37,7 @@ from foundry.adapters.store.blobs import FileRecord, tree_hash
 from foundry.domain import run_state
 from foundry.domain.artifact_builder import build_artifact
 from foundry.domain.errors import InvalidInputError, RunStateError
+from foundry.domain.values.artifact import ArtifactDocument
 
 if TYPE_CHECKING:
     from foundry.adapters.publishing.ports import PublishServices as Foundry
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 CARD_FILES = ("README.md", "MODEL_METHODOLOGY.md")
 
 
-def publishable_artifact(state: run_state.State) -> dict[str, Any]:
+def publishable_artifact(state: run_state.State) -> ArtifactDocument:
     """The artifact as published: what the run sealed, signed if it was, without the view's
     status and without a receipt (the receipt is what publishing itself adds)."""
     artifact = build_artifact(state)
@@ -125,7 +126,7 @@ def publish_run(foundry: Foundry, run_id: UUID, target: str, *, force: bool = Fa
 
 
 def _write_alloy_and_cards(foundry: Foundry, folder: Path, name: str,
-                           artifact: dict[str, Any], cards: dict[str, str],
+                           artifact: ArtifactDocument, cards: dict[str, str],
                            pubs: list[dict[str, Any]], at: str) -> list[str]:
     """The published alloy with its receipt, and the cards; their file names. The alloy
     carries the receipt so that `foundry verify FILE` can check the card next to it offline;
@@ -159,7 +160,7 @@ def _result(run_id: UUID, target: str, url: str, files: list[str], digest: str, 
 GGUF_CARD = "gguf/README.md"
 
 
-def _cards(foundry: Foundry, state: run_state.State, artifact: dict[str, Any], hub_url: str,
+def _cards(foundry: Foundry, state: run_state.State, artifact: ArtifactDocument, hub_url: str,
            split: HubTarget | None, ggufs: list[str]) -> dict[str, str]:
     """README.md and MODEL_METHODOLOGY.md; a chain's base_model and note; the GGUF repo's
     README and the parent's link to it when the tiers go to a repo of their own."""
@@ -222,7 +223,7 @@ def _upload_ggufs(foundry: Foundry, run_id: UUID, gguf_target: str, folder: Path
         raise partial from None
 
 
-def _receipt_signature(artifact: dict[str, Any], receipt: dict[str, Any],
+def _receipt_signature(artifact: ArtifactDocument, receipt: dict[str, Any],
                        keys: KeySettings) -> dict[str, Any] | None:
     """A signed artifact's card hash is signed too, by the same key (when this machine holds
     it), so `verify` can tell a card the signer published from one edited beside its hash."""

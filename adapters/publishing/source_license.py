@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from foundry.domain.errors import InvalidInputError
 from foundry.domain.run_state import State
+from foundry.domain.values.artifact import ArtifactDocument
 
 if TYPE_CHECKING:
     from foundry.adapters.store.blobs import BlobStore
@@ -89,7 +90,7 @@ def source_license(foundry: Any, state: State) -> str | None:
     return None
 
 
-def check_license(foundry: Any, state: State, artifact: dict[str, Any]
+def check_license(foundry: Any, state: State, artifact: ArtifactDocument
                   ) -> dict[str, Any]:
     """Refuse publishing under another license than the base's without an override and a
     reason; returns what was compared (for the publication's record)."""

@@ -10,7 +10,7 @@ be ``sha256:<hex>``; hashes copied from elsewhere (result and dataset hashes) ar
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import Field
 
@@ -49,6 +49,50 @@ RECIPE_SNAPSHOT_FIELDS: tuple[str, ...] = (
 """The recipe fields (wire names) an artifact freezes a copy of. The bar it was judged by
 (acceptanceCriteria) and its lineage (parentRecipeId) are part of what was forged: without
 them an artifact read alone cannot be checked against its own gate or traced to its parent."""
+
+
+class ArtifactDocument(TypedDict, total=False):
+    """A ForgeArtifact as the JSON document the views store and publishing, cards and verify
+    read (wire names). `ForgeArtifact` validates one at the edges (import, the HTTP contract);
+    inside, code passes this typed dict, so mypy checks every key it reads. An imported alloy
+    may carry more top-level keys than these: they are kept, and nothing reads them by name."""
+
+    id: str
+    recipeId: str
+    recipeVersion: str
+    recipeName: str
+    name: str  # a legacy alloy's name for what is now recipeName
+    description: str
+    userSummary: str
+    author: str
+    tags: list[str]
+    license: str
+    methodologyPaperUrl: str
+    limitations: list[str]
+    priorMetricBaselines: list[dict[str, Any]]
+    source: dict[str, Any]
+    calibrationCorpus: dict[str, Any]
+    quantTiers: list[dict[str, Any]]
+    evaluationBenchmarks: list[dict[str, Any]]
+    hardware: dict[str, Any]
+    stages: list[dict[str, Any]]
+    cycles: int
+    acceptanceCriteria: dict[str, Any]
+    parentRecipeId: str
+    licenseStrategy: str
+    licenseReason: str
+    forgedAt: str
+    hardwareNode: str
+    durationMinutes: float
+    forgedParamsB: float
+    activeParamsB: float
+    hardwareVerified: list[dict[str, Any]]
+    results: dict[str, Any]
+    provenance: dict[str, Any]
+    rehearsal: dict[str, Any]
+    alloyHash: str
+    receipt: dict[str, Any]
+    integrity: dict[str, Any]
 
 
 class HardwareVerified(Open):
