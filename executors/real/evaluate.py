@@ -164,6 +164,29 @@ def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanE
         "hash": str(record["sha256"]), "format": "gguf", "file": name})
 
 
+def _entries(context: entries.Context, plan: entries.Plan, final: entries.Measured,
+             base: entries.Measured, work_dir: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Every results.benchmarks entry of the stage, perplexity first, and the samples files
+    they reference (each written here, hashed into its entry)."""
+    final_ppl = perplexity_of(final.sums, context.seq_len)
+    base_ppl = perplexity_of(base.sums, context.seq_len)
+    ppl_file = work_dir / "perplexity-windows.jsonl"
+    ppl_hash = write_jsonl(ppl_file, [
+        {"window": i, "predictedTokens": context.seq_len - 1, "nll": round(f, 6),
+         "baseNll": round(b, 6)}
+        for i, (f, b) in enumerate(zip(final.sums, base.sums, strict=True))])
+    benchmarks = [entries.perplexity_entry(context, final, base, final_ppl, base_ppl,
+                                           ppl_file, ppl_hash)]
+    files = [ppl_file]
+    if final.code is not None:
+        benchmarks.append(entries.code_entry(context, final, base, files))
+    if plan.human is not None and final.human is not None:
+        benchmarks.append(entries.humaneval_entry(context, plan, final, base, files))
+    benchmarks.extend(entries.data_entry(context, plan, d, final, base, files)
+                      for d in plan.data)
+    return benchmarks, files
+
+
 class EvalExecutor:
     """Perplexity against the base model, plus the requested benchmarks."""
 
@@ -198,22 +221,9 @@ class EvalExecutor:
 
         final_ppl = perplexity_of(final.sums, seq_len)
         base_ppl = perplexity_of(base.sums, seq_len)
-        ppl_file = ctx.work_dir / "perplexity-windows.jsonl"
-        ppl_hash = write_jsonl(ppl_file, [
-            {"window": i, "predictedTokens": seq_len - 1, "nll": round(f, 6),
-             "baseNll": round(b, 6)} for i, (f, b) in enumerate(zip(final.sums, base.sums,
-                                                                    strict=True))])
         context = entries.Context(seed=ctx.seed, device=ctx.device, corpus=corpus,
                                   windows=windows, seq_len=seq_len)
-        benchmarks = [entries.perplexity_entry(context, final, base, final_ppl, base_ppl,
-                                               ppl_file, ppl_hash)]
-        files = [ppl_file]
-        if final.code is not None:
-            benchmarks.append(entries.code_entry(context, final, base, files))
-        if plan.human is not None and final.human is not None:
-            benchmarks.append(entries.humaneval_entry(context, plan, final, base, files))
-        benchmarks.extend(entries.data_entry(context, plan, d, final, base, files)
-                          for d in plan.data)
+        benchmarks, files = _entries(context, plan, final, base, ctx.work_dir)
 
         shutil.copytree(ctx.input_dir, ctx.output_dir, dirs_exist_ok=True)
         reporter.progress(1.0, f"perplexity {base_ppl:.2f} -> {final_ppl:.2f}")

@@ -167,6 +167,32 @@ def _outtype(stage: Mapping[str, Any], types: list[str]) -> str:
     return outtype
 
 
+def _export_and_quantize(ctx: StageContext, reporter: StageReporter, types: list[str],
+                         outtype: str, convert_log: Path, log_file: Path
+                         ) -> tuple[dict[str, Path], dict[str, float]]:
+    """The base GGUF export (and an F32 one when asked for besides an f16 base), then every
+    other requested type quantized from the base by llama.cpp; the tiers and the timings."""
+    started = time.perf_counter()
+    base_type = outtype.upper()
+    tiers: dict[str, Path] = {
+        base_type: convert_to_gguf(ctx.input_dir, ctx.work_dir / f"model-{base_type}.gguf",
+                                   outtype=outtype, log_file=convert_log)}
+    if "F32" in types and base_type != "F32":
+        tiers["F32"] = convert_to_gguf(ctx.input_dir, ctx.work_dir / "model-F32.gguf",
+                                       outtype="f32", log_file=convert_log)
+    reporter.progress(0.1, f"exported {base_type} GGUF")
+    timings = {"exportSeconds": round(time.perf_counter() - started, 3)}
+
+    started = time.perf_counter()
+    to_quantize = [t for t in types if t not in tiers]
+    for i, quant_type in enumerate(to_quantize, 1):
+        dst = ctx.work_dir / f"model-{quant_type}.gguf"
+        tiers[quant_type] = quantize(tiers[base_type], dst, quant_type, log_file)
+        reporter.progress(0.1 + 0.4 * i / len(to_quantize), f"quantized {quant_type}")
+    timings["quantSeconds"] = round(time.perf_counter() - started, 3)
+    return tiers, timings
+
+
 class QuantExecutor:
     """Export GGUF, quantize each requested type, read back tensor types, verify every tier.
 
@@ -201,24 +227,8 @@ class QuantExecutor:
         convert_log = ctx.work_dir / "gguf-convert.log"
         notes: list[str] = []
 
-        started = time.perf_counter()
-        base_type = outtype.upper()
-        tiers: dict[str, Path] = {
-            base_type: convert_to_gguf(ctx.input_dir, ctx.work_dir / f"model-{base_type}.gguf",
-                                       outtype=outtype, log_file=convert_log)}
-        if "F32" in types and base_type != "F32":
-            tiers["F32"] = convert_to_gguf(ctx.input_dir, ctx.work_dir / "model-F32.gguf",
-                                           outtype="f32", log_file=convert_log)
-        reporter.progress(0.1, f"exported {base_type} GGUF")
-        timings = {"exportSeconds": round(time.perf_counter() - started, 3)}
-
-        started = time.perf_counter()
-        to_quantize = [t for t in types if t not in tiers]
-        for i, quant_type in enumerate(to_quantize, 1):
-            dst = ctx.work_dir / f"model-{quant_type}.gguf"
-            tiers[quant_type] = quantize(tiers[base_type], dst, quant_type, log_file)
-            reporter.progress(0.1 + 0.4 * i / len(to_quantize), f"quantized {quant_type}")
-        timings["quantSeconds"] = round(time.perf_counter() - started, 3)
+        tiers, timings = _export_and_quantize(ctx, reporter, types, outtype, convert_log,
+                                              log_file)
 
         all_types: dict[str, dict[str, int]] = {}
         for quant_type, path in tiers.items():
