@@ -201,6 +201,140 @@ def _output_projection(g: Geometry, arch: Architecture) -> Any:
     return getattr(g.mixer, arch.linear_attention.out_proj)
 
 
+def _random_scores(geo: list[Geometry], arch: Architecture, seed: int, channels: bool
+                   ) -> tuple[list[GroupedScores], list[ChannelScores]]:
+    """The `random` strategy: a seeded draw per unit (and per MLP channel)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    mixers = []
+    for g in geo:
+        raw = torch.rand(g.groups, g.per_group, generator=generator, dtype=torch.float64)
+        mixers.append(GroupedScores(g.layer, g.kind, raw, raw,
+                                    torch.zeros(g.groups, dtype=torch.float64)))
+    mlps = []
+    if channels:
+        for g in geo:
+            shape = _mlp_weights(g, arch, taylor=False).shape
+            mlps.append(ChannelScores(g.layer, g.sparse, torch.rand(
+                *shape, generator=generator, dtype=torch.float64)))
+    return mixers, mlps
+
+
+def _strategy_notes(strategy: str, geo: list[Geometry], channels: bool) -> list[str]:
+    """What a reader of the scores must know about how this strategy measured them here."""
+    notes: list[str] = []
+    if strategy == "entropy" and any(g.kind == "linear_attention" for g in geo):
+        notes.append("entropy is defined for softmax attention: linear-attention value heads "
+                     "were scored by mean |out_proj input| instead")
+    if strategy != "gradient" and channels:
+        notes.append("MLP channels were scored by mean |down_proj input|"
+                     + ("; fused experts expose no per-channel activation, so expert channels "
+                        "were scored by weight magnitude" if any(g.sparse for g in geo) else ""))
+    return notes
+
+
+@dataclass
+class _Totals:
+    """Per-layer sums of unit, extra and channel scores over the batches seen."""
+
+    units: list[Any]
+    extra: list[Any]
+    channels: list[Any]
+
+    @classmethod
+    def zeros(cls, geo: list[Geometry]) -> _Totals:
+        import torch
+
+        return cls([torch.zeros(g.groups, g.per_group, dtype=torch.float64) for g in geo],
+                   [torch.zeros(g.groups, dtype=torch.float64) for g in geo], [None] * len(geo))
+
+    def add_channels(self, i: int, c: Any) -> None:
+        self.channels[i] = c if self.channels[i] is None else self.channels[i] + c
+
+
+def _hooks(geo: list[Geometry], arch: Architecture, strategy: str, channels: bool,
+           captured: dict[tuple[str, int], Any]) -> list[Any]:
+    """Forward hooks that put each layer's measured tensor into `captured`: the output
+    projection's input (activation magnitude), the attention weights (entropy), the MLP
+    down projection's input (channels). Gradient scoring needs none."""
+    def pre_hook(key: tuple[str, int]) -> Any:
+        def hook(_module: Any, args: tuple[Any, ...]) -> None:
+            captured[key] = args[0].detach()
+        return hook
+
+    def post_hook(key: tuple[str, int]) -> Any:
+        def hook(_module: Any, _args: tuple[Any, ...], output: Any) -> None:
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            captured[key] = None if weights is None else weights.detach()
+        return hook
+
+    hooks = []
+    for g in geo:
+        if strategy == "activation-magnitude" or (
+                strategy == "entropy" and g.kind == "linear_attention"):
+            hooks.append(_output_projection(g, arch).register_forward_pre_hook(
+                pre_hook(("mixer", g.layer))))
+        elif strategy == "entropy":
+            hooks.append(g.mixer.register_forward_hook(post_hook(("mixer", g.layer))))
+        if channels and strategy != "gradient" and not g.sparse:
+            assert arch.mlp is not None
+            down = getattr(g.mlp, arch.mlp.down_proj)
+            hooks.append(down.register_forward_pre_hook(pre_hook(("mlp", g.layer))))
+    return hooks
+
+
+def _add_gradient_batch(model: Any, batch: Any, geo: list[Geometry], arch: Architecture,
+                        totals: _Totals, channels: bool) -> None:
+    """One batch's first-order Taylor scores (|weight x gradient| per unit) added up."""
+    import torch
+
+    model.zero_grad(set_to_none=True)
+    model(input_ids=batch, labels=batch).loss.backward()
+    with torch.no_grad():
+        for i, g in enumerate(geo):
+            taylor = _taylor_attention if g.kind == "attention" else _taylor_linear
+            units, extra = taylor(g, arch)
+            totals.units[i] += units.double().cpu()
+            totals.extra[i] += extra.double().cpu()
+            if channels:
+                totals.add_channels(i, _mlp_weights(g, arch, taylor=True).double().cpu())
+
+
+def _add_measured_batch(model: Any, batch: Any, geo: list[Geometry], arch: Architecture,
+                        strategy: str, totals: _Totals, channels: bool,
+                        captured: dict[tuple[str, int], Any]) -> None:
+    """One batch's hooked measurements (entropy or mean |activation| per unit) added up."""
+    import torch
+
+    captured.clear()
+    with torch.no_grad():
+        model(input_ids=batch)
+    for i, g in enumerate(geo):
+        out = captured.get(("mixer", g.layer))
+        if out is None:
+            raise ExecutorError(
+                f"layer {g.layer} ({g.kind}) gave no {strategy} measurement"
+                + (" (attention weights need eager attention)" if strategy == "entropy"
+                   else ""))
+        units_n = g.groups * g.per_group
+        if out.dim() == 4 and g.kind == "attention" and strategy == "entropy":
+            probs = out.double()
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # [B, H, T]
+            per_unit = entropy.mean(dim=(0, 2))
+        else:
+            per_unit = out.abs().reshape(*out.shape[:-1], units_n, -1).mean(
+                dim=(0, 1, 3)).double()
+        totals.units[i] += per_unit.reshape(g.groups, g.per_group).cpu()
+        if channels:
+            if g.sparse:
+                c = _mlp_weights(g, arch, taylor=False).double().cpu()
+            else:
+                act = captured[("mlp", g.layer)]
+                c = act.abs().mean(dim=(0, 1)).double().cpu().unsqueeze(0)
+            totals.add_channels(i, c)
+
+
 def unit_scores(
     model: Any,
     arch: Architecture,
@@ -214,109 +348,24 @@ def unit_scores(
     channels: bool = False,
 ) -> tuple[list[GroupedScores], list[ChannelScores], str, list[str]]:
     """Importance of every unit (see the module docstring): (mixers, mlps, kind, notes)."""
-    import torch
-
     if strategy not in KINDS:
         raise ExecutorError(f"no importance score for strategy {strategy!r}")
     geo = geometry(model, arch)
-    notes: list[str] = []
     if strategy == "random":
-        generator = torch.Generator().manual_seed(seed)
-        mixers = []
-        for g in geo:
-            raw = torch.rand(g.groups, g.per_group, generator=generator, dtype=torch.float64)
-            mixers.append(GroupedScores(g.layer, g.kind, raw, raw, torch.zeros(g.groups,
-                                                                               dtype=torch.float64)))
-        mlps = []
-        if channels:
-            for g in geo:
-                shape = _mlp_weights(g, arch, taylor=False).shape
-                mlps.append(ChannelScores(g.layer, g.sparse,
-                                          torch.rand(*shape, generator=generator,
-                                                     dtype=torch.float64)))
-        return mixers, mlps, KINDS[strategy], notes
-
-    n = len(geo)
-    unit_tot: list[Any] = [torch.zeros(g.groups, g.per_group, dtype=torch.float64) for g in geo]
-    extra_tot: list[Any] = [torch.zeros(g.groups, dtype=torch.float64) for g in geo]
-    chan_tot: list[Any] = [None] * n
+        return (*_random_scores(geo, arch, seed, channels), KINDS[strategy], [])
+    notes = _strategy_notes(strategy, geo, channels)
+    totals = _Totals.zeros(geo)
     captured: dict[tuple[str, int], Any] = {}
-    hooks = []
-    uses_activation = strategy == "activation-magnitude" or (
-        strategy == "entropy" and any(g.kind == "linear_attention" for g in geo))
-    if strategy == "entropy" and any(g.kind == "linear_attention" for g in geo):
-        notes.append("entropy is defined for softmax attention: linear-attention value heads "
-                     "were scored by mean |out_proj input| instead")
-    if strategy != "gradient" and channels:
-        notes.append("MLP channels were scored by mean |down_proj input|"
-                     + ("; fused experts expose no per-channel activation, so expert channels "
-                        "were scored by weight magnitude" if any(g.sparse for g in geo) else ""))
-
-    def pre_hook(key: tuple[str, int]) -> Any:
-        def hook(_module: Any, args: tuple[Any, ...]) -> None:
-            captured[key] = args[0].detach()
-        return hook
-
-    def post_hook(key: tuple[str, int]) -> Any:
-        def hook(_module: Any, _args: tuple[Any, ...], output: Any) -> None:
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            captured[key] = None if weights is None else weights.detach()
-        return hook
-
-    for g in geo:
-        if strategy == "activation-magnitude" or (
-                strategy == "entropy" and g.kind == "linear_attention" and uses_activation):
-            hooks.append(_output_projection(g, arch).register_forward_pre_hook(
-                pre_hook(("mixer", g.layer))))
-        elif strategy == "entropy":
-            hooks.append(g.mixer.register_forward_hook(post_hook(("mixer", g.layer))))
-        if channels and strategy != "gradient" and not g.sparse:
-            assert arch.mlp is not None
-            down = getattr(g.mlp, arch.mlp.down_proj)
-            hooks.append(down.register_forward_pre_hook(pre_hook(("mlp", g.layer))))
+    hooks = _hooks(geo, arch, strategy, channels, captured)
     batches = [windows[i: i + batch_size] for i in range(0, int(windows.shape[0]), batch_size)]
     try:
         for b, batch in enumerate(batches, start=1):
             batch = batch.to(device)
             if strategy == "gradient":
-                model.zero_grad(set_to_none=True)
-                model(input_ids=batch, labels=batch).loss.backward()
-                with torch.no_grad():
-                    for i, g in enumerate(geo):
-                        taylor = _taylor_attention if g.kind == "attention" else _taylor_linear
-                        units, extra = taylor(g, arch)
-                        unit_tot[i] += units.double().cpu()
-                        extra_tot[i] += extra.double().cpu()
-                        if channels:
-                            c = _mlp_weights(g, arch, taylor=True).double().cpu()
-                            chan_tot[i] = c if chan_tot[i] is None else chan_tot[i] + c
+                _add_gradient_batch(model, batch, geo, arch, totals, channels)
             else:
-                captured.clear()
-                with torch.no_grad():
-                    model(input_ids=batch)
-                for i, g in enumerate(geo):
-                    out = captured.get(("mixer", g.layer))
-                    if out is None:
-                        raise ExecutorError(
-                            f"layer {g.layer} ({g.kind}) gave no {strategy} measurement"
-                            + (" (attention weights need eager attention)"
-                               if strategy == "entropy" else ""))
-                    units_n = g.groups * g.per_group
-                    if out.dim() == 4 and g.kind == "attention" and strategy == "entropy":
-                        probs = out.double()
-                        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # [B, H, T]
-                        per_unit = entropy.mean(dim=(0, 2))
-                    else:
-                        per_unit = out.abs().reshape(*out.shape[:-1], units_n, -1).mean(
-                            dim=(0, 1, 3)).double()
-                    unit_tot[i] += per_unit.reshape(g.groups, g.per_group).cpu()
-                    if channels:
-                        if g.sparse:
-                            c = _mlp_weights(g, arch, taylor=False).double().cpu()
-                        else:
-                            act = captured[("mlp", g.layer)]
-                            c = act.abs().mean(dim=(0, 1)).double().cpu().unsqueeze(0)
-                        chan_tot[i] = c if chan_tot[i] is None else chan_tot[i] + c
+                _add_measured_batch(model, batch, geo, arch, strategy, totals, channels,
+                                    captured)
             reporter.progress(0.1 + 0.7 * b / len(batches), f"{strategy} scores batch {b}")
     finally:
         for handle in hooks:
@@ -325,10 +374,10 @@ def unit_scores(
     count = max(1, len(batches))
     mixers = []
     for i, g in enumerate(geo):
-        raw = unit_tot[i] / count
+        raw = totals.units[i] / count
         entropic = strategy == "entropy" and g.kind == "attention"
         mixers.append(GroupedScores(g.layer, g.kind, -raw if entropic else raw, raw,
-                                    extra_tot[i] / count))
-    mlps = [ChannelScores(g.layer, g.sparse, chan_tot[i] / count)
+                                    totals.extra[i] / count))
+    mlps = [ChannelScores(g.layer, g.sparse, totals.channels[i] / count)
             for i, g in enumerate(geo)] if channels else []
     return mixers, mlps, KINDS[strategy], notes
