@@ -400,20 +400,9 @@ def _cut(model: Any, keep: list[list[int]]) -> Any:
     return apply_plan(model, arch, plan)[0]
 
 
-def _structured(
-    ctx: StageContext, stage: PruneStage, reporter: StageReporter, seed: int
-) -> StageResult:
-    eager = "eager" if stage.strategy == "entropy" else None
-    model, tokenizer = load_model(ctx.input_dir, device=ctx.device, attn_implementation=eager)
-    arch = for_config(model.config)
-    config = model.config
-    geo = geometry(model, arch)
-    params_before = param_count(model)
-    notes: list[str] = []
-    mlp_level = float(ctx.stage.get("mlpLevel") or 0)
-    if not 0 <= mlp_level <= 0.9:
-        raise ExecutorError(f"prune mlpLevel must be between 0 and 0.9; got {mlp_level}")
-
+def _shapes(config: Any, geo: list[Any], stage: PruneStage, notes: list[str]
+            ) -> dict[str, Shape]:
+    """The kept shape of each mixer kind (groups and units per layer), within the minimums."""
     shapes: dict[str, Shape] = {}
     for kind in dict.fromkeys(g.kind for g in geo):
         first = next(g for g in geo if g.kind == kind)
@@ -422,34 +411,56 @@ def _structured(
             kind, first.groups, first.per_group, float(stage.level),
             stage.min_heads_per_layer, stage.min_kv_heads_per_layer, notes, valid,
         )
-    channel_keep = None
-    if mlp_level > 0:
-        width_key = arch.moe.intermediate_key if arch.moe else (
-            arch.mlp.intermediate_key if arch.mlp else "intermediate_size")
-        width = int(getattr(config, width_key))
-        channel_keep = max(1, width - round(mlp_level * width))
-        if arch.moe is not None and arch.moe.shared_expert:
-            notes.append("the shared expert's channels are not pruned")
+    return shapes
 
-    batches = 0
-    windows = None
-    if stage.strategy != "random":
-        batches = min(stage.analysis_steps, ANALYSIS_BATCH_CAP)
-        seq_len = min(SEQ_LEN, max_positions(model))
-        windows = token_windows(
-            tokenizer, corpus_for(ctx), split="calibration", seq_len=seq_len,
-            max_windows=max(1, batches) * ANALYSIS_BATCH_SIZE, seed=seed,
-        )
-        capped = (
-            f" (analysisSteps {stage.analysis_steps} capped at {ANALYSIS_BATCH_CAP})"
-            if batches < stage.analysis_steps else ""
-        )
-        notes.append(
-            f"importance from {batches} calibration batches of {ANALYSIS_BATCH_SIZE}x{seq_len} "
-            f"tokens{capped}"
-        )
-    else:
-        corpus_for(ctx)  # the corpus is still checked: the recipe pins it
+
+def _channel_keep(config: Any, arch: Any, mlp_level: float, notes: list[str]) -> int | None:
+    """How many MLP (or expert) channels are kept at `mlpLevel`; None when it is 0."""
+    if mlp_level <= 0:
+        return None
+    width_key = arch.moe.intermediate_key if arch.moe else (
+        arch.mlp.intermediate_key if arch.mlp else "intermediate_size")
+    width = int(getattr(config, width_key))
+    if arch.moe is not None and arch.moe.shared_expert:
+        notes.append("the shared expert's channels are not pruned")
+    return max(1, width - round(mlp_level * width))
+
+
+def _analysis_windows(ctx: StageContext, stage: PruneStage, model: Any, tokenizer: Any,
+                      seed: int, notes: list[str]) -> tuple[int, Any]:
+    """(batches, token windows) of the calibration corpus the scores are measured on; the
+    random strategy measures nothing, but the corpus the recipe pins is still checked."""
+    if stage.strategy == "random":
+        corpus_for(ctx)
+        return 0, None
+    batches = min(stage.analysis_steps, ANALYSIS_BATCH_CAP)
+    seq_len = min(SEQ_LEN, max_positions(model))
+    windows = token_windows(
+        tokenizer, corpus_for(ctx), split="calibration", seq_len=seq_len,
+        max_windows=max(1, batches) * ANALYSIS_BATCH_SIZE, seed=seed,
+    )
+    capped = (f" (analysisSteps {stage.analysis_steps} capped at {ANALYSIS_BATCH_CAP})"
+              if batches < stage.analysis_steps else "")
+    notes.append(f"importance from {batches} calibration batches of {ANALYSIS_BATCH_SIZE}x"
+                 f"{seq_len} tokens{capped}")
+    return batches, windows
+
+
+def _structured(
+    ctx: StageContext, stage: PruneStage, reporter: StageReporter, seed: int
+) -> StageResult:
+    eager = "eager" if stage.strategy == "entropy" else None
+    model, tokenizer = load_model(ctx.input_dir, device=ctx.device, attn_implementation=eager)
+    arch = for_config(model.config)
+    geo = geometry(model, arch)
+    params_before = param_count(model)
+    notes: list[str] = []
+    mlp_level = float(ctx.stage.get("mlpLevel") or 0)
+    if not 0 <= mlp_level <= 0.9:
+        raise ExecutorError(f"prune mlpLevel must be between 0 and 0.9; got {mlp_level}")
+    shapes = _shapes(model.config, geo, stage, notes)
+    channel_keep = _channel_keep(model.config, arch, mlp_level, notes)
+    batches, windows = _analysis_windows(ctx, stage, model, tokenizer, seed, notes)
     mixers, mlps, score_kind, score_notes = unit_scores(
         model, arch, stage.strategy, windows, batch_size=ANALYSIS_BATCH_SIZE, seed=seed,
         device=ctx.device, reporter=reporter, channels=channel_keep is not None,
@@ -472,8 +483,6 @@ def _structured(
         raise ExecutorError(f"the saved pruned model reloads with {reloaded} parameters; the "
                             f"cut predicts {predicted}")
     reporter.progress(1.0, "saved and reloaded")
-    attention = [s for s in mixers if s.kind == "attention"]
-    linear = [s for s in mixers if s.kind == "linear_attention"]
     metrics: dict[str, Any] = {
         "strategy": stage.strategy,
         "level": stage.level,
@@ -483,7 +492,20 @@ def _structured(
         "paramsReloaded": reloaded,
         "analysisBatches": batches,
         "scoreKind": score_kind,
+        **_cut_metrics(stage, geo, mixers, shapes, plan),
     }
+    if channel_keep is not None:
+        metrics.update({"mlpLevel": mlp_level, "mlpChannelsAfter": channel_keep})
+    return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
+
+
+def _cut_metrics(stage: PruneStage, geo: list[Any], mixers: list[Any],
+                 shapes: dict[str, Shape], plan: Any) -> dict[str, Any]:
+    """Heads before and after, their scores and which were kept: softmax attention's query
+    and KV heads, linear attention's value and key heads."""
+    metrics: dict[str, Any] = {}
+    attention = [s for s in mixers if s.kind == "attention"]
+    linear = [s for s in mixers if s.kind == "linear_attention"]
     if attention:
         before = geo[attention[0].layer]
         metrics.update({
@@ -506,9 +528,7 @@ def _structured(
                              for s in linear],
             "keptValueHeads": [plan.units[s.layer] for s in linear],
         })
-    if channel_keep is not None:
-        metrics.update({"mlpLevel": mlp_level, "mlpChannelsAfter": channel_keep})
-    return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
+    return metrics
 
 
 def _reloaded_params(model_dir: Any) -> int:
