@@ -86,19 +86,13 @@ class CompensationLoraExecutor:
 
     def run(self, ctx: StageContext, reporter: StageReporter) -> StageResult:
         import torch
-        from peft import LoraConfig, get_peft_model
 
         stage = parse_stage(CompensationLoraStage, ctx.stage)
         seed = stage_seed(ctx)
         set_seed(seed)
         notes: list[str] = []
         student, tokenizer = load_model(ctx.input_dir, device=ctx.device)
-        where, chosen = teacher_dir(ctx, stage.teacher)
-        teacher, _ = load_model(where, device=ctx.device)
-        if teacher.config.vocab_size != student.config.vocab_size:
-            raise ExecutorError(f"teacher ({chosen}) has vocab_size {teacher.config.vocab_size}, "
-                                f"the student {student.config.vocab_size}: logits cannot be "
-                                f"compared")
+        teacher, chosen = _teacher(ctx, stage, student)
         for quant in (stage.teacher_quant, stage.student_quant):
             if quant and quant != "fp16":
                 notes.append(f"{quant} quantization of teacher/student needs bitsandbytes: "
@@ -107,54 +101,19 @@ class CompensationLoraExecutor:
         if ctx.device == "cpu" and steps > CPU_STEP_CAP:
             notes.append(f"steps {steps} capped at {CPU_STEP_CAP} on a CPU worker")
             steps = CPU_STEP_CAP
-        targets = map_targets(student, for_config(student.config),
-                              list(stage.target_modules) or list(DEFAULT_TARGETS))
-        extra: dict[str, Any] = {}
-        if targets.parameters:
-            extra["target_parameters"] = targets.parameters
-        config = LoraConfig(r=stage.lora_rank, lora_alpha=stage.lora_alpha, lora_dropout=0.0,
-                            target_modules=targets.modules, task_type="CAUSAL_LM", **extra)
-        model = get_peft_model(student, config)
+        model, targets = _with_lora(student, stage)
         seq_len = min(SEQ_LEN, max_positions(student))
         windows = token_windows(tokenizer, corpus_for(ctx), split="calibration",
                                 seq_len=seq_len, max_windows=steps * BATCH, seed=seed)
-        n = int(windows.shape[0])
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=float(stage.learning_rate), weight_decay=0.0)
         temperature = float(stage.kd_temperature)
         if temperature <= 0:
             raise ExecutorError(f"kdTemperature must be > 0, got {stage.kd_temperature}")
-        curve: list[dict[str, float]] = []
-        model.train()
-        teacher.eval()
-        for step in range(1, steps + 1):
-            rows = [((step - 1) * BATCH + j) % n for j in range(BATCH)]
-            batch = windows[rows].to(ctx.device)
-            with torch.no_grad():
-                t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
-            s_out = model(input_ids=batch, output_hidden_states=True, use_cache=False)
-            loss = kd_loss(s_out, t_out, stage.loss_type, temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise ExecutorError(f"distillation loss is {value} at step {step}")
-            curve.append({"step": step, "loss": round(value, 6)})
-            reporter.progress(0.9 * step / steps, "distilling", {"loss": value})
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=float(stage.learning_rate), weight_decay=0.0)
+        curve = _distill(model, teacher, windows, stage, temperature, steps, optimizer,
+                         ctx.device, reporter)
         trainable, total = trainable_count(model), param_count(model)
-        files: tuple[Path, ...] = ()
-        if stage.merged_at_save:
-            output = model.merge_and_unload()
-        else:
-            adapter = ctx.work_dir / "adapter"
-            model.save_pretrained(str(adapter), safe_serialization=True)
-            files = tuple(sorted(p for p in adapter.iterdir() if p.is_file()))
-            output = model.unload()
-            notes.append("mergedAtSave=false: the output model is the input model; the "
-                         "adapter is a separate output")
-        save_model(output, tokenizer, ctx.output_dir)
+        files = _save(model, tokenizer, stage, ctx, notes)
         reporter.progress(1.0, "saved")
         return StageResult(
             output_dir=ctx.output_dir,
@@ -171,8 +130,81 @@ class CompensationLoraExecutor:
                 "params": total,
                 "targetMap": targets.record,
                 "merged": stage.merged_at_save,
-                "windows": n,
+                "windows": int(windows.shape[0]),
                 "seqLen": seq_len,
             },
             notes=tuple(notes),
         )
+
+
+def _teacher(ctx: StageContext, stage: CompensationLoraStage, student: Any) -> tuple[Any, str]:
+    """The teacher model (loaded) and which it is; its vocabulary must be the student's."""
+    where, chosen = teacher_dir(ctx, stage.teacher)
+    teacher, _ = load_model(where, device=ctx.device)
+    if teacher.config.vocab_size != student.config.vocab_size:
+        raise ExecutorError(f"teacher ({chosen}) has vocab_size {teacher.config.vocab_size}, "
+                            f"the student {student.config.vocab_size}: logits cannot be "
+                            f"compared")
+    return teacher, chosen
+
+
+def _with_lora(student: Any, stage: CompensationLoraStage) -> tuple[Any, Any]:
+    """The student wrapped with LoRA on the stage's targets (mapped for its family)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = map_targets(student, for_config(student.config),
+                          list(stage.target_modules) or list(DEFAULT_TARGETS))
+    extra: dict[str, Any] = {}
+    if targets.parameters:
+        extra["target_parameters"] = targets.parameters
+    config = LoraConfig(r=stage.lora_rank, lora_alpha=stage.lora_alpha, lora_dropout=0.0,
+                        target_modules=targets.modules, task_type="CAUSAL_LM", **extra)
+    return get_peft_model(student, config), targets
+
+
+def _distill(model: Any, teacher: Any, windows: Any, stage: CompensationLoraStage,
+             temperature: float, steps: int, optimizer: Any, device: str,
+             reporter: StageReporter) -> list[dict[str, float]]:
+    """`steps` distillation steps of the student towards the teacher; the loss curve."""
+    import torch
+
+    n = int(windows.shape[0])
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    curve: list[dict[str, float]] = []
+    model.train()
+    teacher.eval()
+    for step in range(1, steps + 1):
+        rows = [((step - 1) * BATCH + j) % n for j in range(BATCH)]
+        batch = windows[rows].to(device)
+        with torch.no_grad():
+            t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
+        s_out = model(input_ids=batch, output_hidden_states=True, use_cache=False)
+        loss = kd_loss(s_out, t_out, stage.loss_type, temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ExecutorError(f"distillation loss is {value} at step {step}")
+        curve.append({"step": step, "loss": round(value, 6)})
+        reporter.progress(0.9 * step / steps, "distilling", {"loss": value})
+    return curve
+
+
+def _save(model: Any, tokenizer: Any, stage: CompensationLoraStage, ctx: StageContext,
+          notes: list[str]) -> tuple[Path, ...]:
+    """The merged model, or the input model with the adapter as a separate output (its
+    files returned)."""
+    files: tuple[Path, ...] = ()
+    if stage.merged_at_save:
+        output = model.merge_and_unload()
+    else:
+        adapter = ctx.work_dir / "adapter"
+        model.save_pretrained(str(adapter), safe_serialization=True)
+        files = tuple(sorted(p for p in adapter.iterdir() if p.is_file()))
+        output = model.unload()
+        notes.append("mergedAtSave=false: the output model is the input model; the "
+                     "adapter is a separate output")
+    save_model(output, tokenizer, ctx.output_dir)
+    return files
