@@ -20,6 +20,7 @@ reaches `targetLength` is passed through unchanged, and the stage says so.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from foundry.domain.values.stages import ContextExtendStage
@@ -152,41 +153,10 @@ class ContextExtendExecutor:
         tokenizer = AutoTokenizer.from_pretrained(ctx.input_dir)
         reporter.progress(0.1, f"rope {params['rope_type']} factor {params['factor']:g}")
 
-        steps = min(stage.training_steps or 0, TRAINING_STEP_CAP)
-        if stage.training_steps and steps < stage.training_steps:
-            notes.append(f"trainingSteps {stage.training_steps} capped at {TRAINING_STEP_CAP}")
-        if steps:
-            seq_len = min(stage.target_length, TRAINING_SEQ_CAP)
-            if seq_len < stage.target_length:
-                notes.append(f"trained on windows of {seq_len} tokens, not {stage.target_length}")
-            if stage.training_dataset:
-                notes.append(
-                    f"trainingDataset {stage.training_dataset!r} is not fetched by this "
-                    "executor: trained on the calibration corpus"
-                )
-            windows = token_windows(
-                tokenizer, corpus_for(ctx), split="calibration", seq_len=seq_len,
-                max_windows=steps, seed=seed,
-            )
-            cfg = LoopConfig(
-                steps=steps, batch_size=1, learning_rate=LEARNING_RATE, device=ctx.device,
-                progress=(0.1, 0.9), label="context-extend",
-            )
-            run_training(model, windows, cfg, reporter)
+        steps = _train_longer(ctx, stage, model, tokenizer, seed, reporter, notes)
         save_model(model, tokenizer, ctx.output_dir)
 
-        reread = AutoConfig.from_pretrained(ctx.output_dir)
-        saved = _saved_params(reread, arch)
-        if (
-            saved.get("rope_type") != params["rope_type"]
-            or saved.get("factor") != params["factor"]
-            or int(reread.max_position_embeddings) != expected_length
-        ):
-            raise ExecutorError(
-                f"the saved config does not carry the RoPE scaling: expected {params} and "
-                f"max_position_embeddings {expected_length}, read back {saved} and "
-                f"{reread.max_position_embeddings}"
-            )
+        _check_saved(ctx.output_dir, arch, params, expected_length)
         reporter.progress(1.0, "saved and verified")
         metrics = {
             "factor": params["factor"],
@@ -199,6 +169,54 @@ class ContextExtendExecutor:
             "architecture": arch.family,
         }
         return StageResult(output_dir=ctx.output_dir, metrics=metrics, notes=tuple(notes))
+
+
+def _train_longer(ctx: StageContext, stage: ContextExtendStage, model: Any, tokenizer: Any,
+                  seed: int, reporter: StageReporter, notes: list[str]) -> int:
+    """The stage's trainingSteps (capped) on long windows of the calibration corpus; the
+    steps run."""
+    steps = min(stage.training_steps or 0, TRAINING_STEP_CAP)
+    if stage.training_steps and steps < stage.training_steps:
+        notes.append(f"trainingSteps {stage.training_steps} capped at {TRAINING_STEP_CAP}")
+    if not steps:
+        return 0
+    seq_len = min(stage.target_length, TRAINING_SEQ_CAP)
+    if seq_len < stage.target_length:
+        notes.append(f"trained on windows of {seq_len} tokens, not {stage.target_length}")
+    if stage.training_dataset:
+        notes.append(
+            f"trainingDataset {stage.training_dataset!r} is not fetched by this "
+            "executor: trained on the calibration corpus"
+        )
+    windows = token_windows(
+        tokenizer, corpus_for(ctx), split="calibration", seq_len=seq_len,
+        max_windows=steps, seed=seed,
+    )
+    cfg = LoopConfig(
+        steps=steps, batch_size=1, learning_rate=LEARNING_RATE, device=ctx.device,
+        progress=(0.1, 0.9), label="context-extend",
+    )
+    run_training(model, windows, cfg, reporter)
+    return steps
+
+
+def _check_saved(output_dir: Path, arch: Architecture, params: dict[str, Any],
+                 expected_length: int) -> None:
+    """The saved config must carry the RoPE scaling and the length, read back as written."""
+    from transformers import AutoConfig
+
+    reread = AutoConfig.from_pretrained(output_dir)
+    saved = _saved_params(reread, arch)
+    if (
+        saved.get("rope_type") != params["rope_type"]
+        or saved.get("factor") != params["factor"]
+        or int(reread.max_position_embeddings) != expected_length
+    ):
+        raise ExecutorError(
+            f"the saved config does not carry the RoPE scaling: expected {params} and "
+            f"max_position_embeddings {expected_length}, read back {saved} and "
+            f"{reread.max_position_embeddings}"
+        )
 
 
 def _already_long(
