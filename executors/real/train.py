@@ -126,6 +126,34 @@ def run_training(
     return curve
 
 
+def _settings(stage: TrainStage, ctx: StageContext, max_length: int, notes: list[str]
+              ) -> tuple[int, float, int, Any]:
+    """(steps, learning rate, sequence length, dtype) this worker trains with; each default
+    taken, cap applied and field not honoured here is said in `notes`."""
+    steps = stage.steps or DEFAULT_STEPS
+    if stage.steps is None:
+        notes.append(f"steps not set: ran {DEFAULT_STEPS}")
+    lr = float(stage.learning_rate) if stage.learning_rate else DEFAULT_LEARNING_RATE
+    if stage.learning_rate is None:
+        notes.append(f"learningRate not set: used {DEFAULT_LEARNING_RATE:g}")
+    seq_len = min(stage.sequence_length, max_length)
+    if seq_len < stage.sequence_length:
+        notes.append(
+            f"sequenceLength {stage.sequence_length} capped to the model's "
+            f"max_position_embeddings {seq_len}"
+        )
+    dtype, note = precision_note(stage.precision, ctx.device)
+    notes += [note] if note else []
+    if stage.dataset:
+        notes.append(
+            f"dataset {stage.dataset!r} is not fetched by this executor: trained on the "
+            f"calibration corpus {ctx.recipe['calibrationCorpus'].get('name')!r}"
+        )
+    if stage.optimizations:
+        notes.append(f"optimizations {stage.optimizations} not applied by this executor")
+    return steps, lr, seq_len, dtype
+
+
 class TrainExecutor:
     """`train`: full fine-tuning on windows of the recipe's calibration corpus."""
 
@@ -140,27 +168,7 @@ class TrainExecutor:
         model, tokenizer = load_model(ctx.input_dir, device=ctx.device)
         reporter.progress(0.02, "model loaded")
 
-        steps = stage.steps or DEFAULT_STEPS
-        if stage.steps is None:
-            notes.append(f"steps not set: ran {DEFAULT_STEPS}")
-        lr = float(stage.learning_rate) if stage.learning_rate else DEFAULT_LEARNING_RATE
-        if stage.learning_rate is None:
-            notes.append(f"learningRate not set: used {DEFAULT_LEARNING_RATE:g}")
-        seq_len = min(stage.sequence_length, max_positions(model))
-        if seq_len < stage.sequence_length:
-            notes.append(
-                f"sequenceLength {stage.sequence_length} capped to the model's "
-                f"max_position_embeddings {seq_len}"
-            )
-        dtype, note = precision_note(stage.precision, ctx.device)
-        notes += [note] if note else []
-        if stage.dataset:
-            notes.append(
-                f"dataset {stage.dataset!r} is not fetched by this executor: trained on the "
-                f"calibration corpus {ctx.recipe['calibrationCorpus'].get('name')!r}"
-            )
-        if stage.optimizations:
-            notes.append(f"optimizations {stage.optimizations} not applied by this executor")
+        steps, lr, seq_len, dtype = _settings(stage, ctx, max_positions(model), notes)
 
         needed = steps * stage.batch_size * stage.gradient_accumulation
         windows = token_windows(
