@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from foundry.domain.values.stages import LoraStage
@@ -134,6 +135,42 @@ def _peft_model(model: Any, stage: LoraStage, notes: list[str]) -> tuple[Any, Ta
     return get_peft_model(model, config), targets
 
 
+def _unhonoured(stage: LoraStage, ctx: StageContext) -> list[str]:
+    """Notes for what the stage asks that this executor does not do (QLoRA, data sets)."""
+    notes: list[str] = []
+    if stage.quantize:
+        notes.append(
+            f"quantize=true needs bitsandbytes and a GPU: ran unquantized on {ctx.device}"
+            if ctx.device == "cpu"
+            else f"quantize=true ({stage.quantize_bits}-bit QLoRA) is not implemented by "
+            f"this executor: ran unquantized on {ctx.device}"
+        )
+    if stage.dataset:
+        notes.append(
+            f"dataset {stage.dataset!r} is not fetched by this executor: trained on the "
+            f"calibration corpus {ctx.recipe['calibrationCorpus'].get('name')!r}"
+        )
+    return notes
+
+
+def _adapter_and_output(peft_model: Any, stage: LoraStage, adapter_dir: Path,
+                        notes: list[str]) -> tuple[tuple[Path, ...], Any]:
+    """The adapter's files (saved, each checked) and the output model: merged, or the input
+    model again when mergeAfter is false."""
+    peft_model.save_pretrained(adapter_dir, safe_serialization=True)
+    files = tuple(adapter_dir / name for name in ADAPTER_FILES)
+    for path in files:
+        if not path.is_file():
+            raise ExecutorError(f"peft did not write {path.name} into {adapter_dir}")
+    if stage.merge_after:
+        return files, peft_model.merge_and_unload()
+    notes.append(
+        "mergeAfter=false: the output model is the input model; the adapter "
+        "(adapter_model.safetensors, adapter_config.json) is a separate output"
+    )
+    return files, peft_model.unload()
+
+
 class LoraExecutor:
     """`lora`: adapter training on windows of the recipe's calibration corpus."""
 
@@ -146,18 +183,7 @@ class LoraExecutor:
         set_seed(seed)
         corpus = corpus_for(ctx)
         model, tokenizer = load_model(ctx.input_dir, device=ctx.device)
-        if stage.quantize:
-            notes.append(
-                f"quantize=true needs bitsandbytes and a GPU: ran unquantized on {ctx.device}"
-                if ctx.device == "cpu"
-                else f"quantize=true ({stage.quantize_bits}-bit QLoRA) is not implemented by "
-                f"this executor: ran unquantized on {ctx.device}"
-            )
-        if stage.dataset:
-            notes.append(
-                f"dataset {stage.dataset!r} is not fetched by this executor: trained on the "
-                f"calibration corpus {ctx.recipe['calibrationCorpus'].get('name')!r}"
-            )
+        notes += _unhonoured(stage, ctx)
         seq_len = min(SEQ_LEN, max_positions(model))
         windows = token_windows(
             tokenizer, corpus, split="calibration", seq_len=seq_len,
@@ -178,20 +204,7 @@ class LoraExecutor:
         )
         curve = run_training(peft_model, windows, cfg, reporter)
 
-        adapter_dir = ctx.work_dir / "adapter"
-        peft_model.save_pretrained(adapter_dir, safe_serialization=True)
-        files = tuple(adapter_dir / name for name in ADAPTER_FILES)
-        for path in files:
-            if not path.is_file():
-                raise ExecutorError(f"peft did not write {path.name} into {adapter_dir}")
-        if stage.merge_after:
-            output = peft_model.merge_and_unload()
-        else:
-            output = peft_model.unload()
-            notes.append(
-                "mergeAfter=false: the output model is the input model; the adapter "
-                "(adapter_model.safetensors, adapter_config.json) is a separate output"
-            )
+        files, output = _adapter_and_output(peft_model, stage, ctx.work_dir / "adapter", notes)
         save_model(output, tokenizer, ctx.output_dir)
         reporter.progress(1.0, "saved")
         metrics = {
