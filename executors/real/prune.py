@@ -258,86 +258,107 @@ def _rows(indices: list[int], block: int) -> list[int]:
     return [i * block + r for i in indices for r in range(block)]
 
 
+class _Cutter:
+    """A state dict being cut: the kept slices replace the tensors, `removed` counts what
+    went."""
+
+    def __init__(self, state: dict[str, Any], family: str) -> None:
+        self.out, self.removed, self.family = dict(state), 0, family
+
+    def take(self, key: str, index: list[int], dim: int) -> None:
+        import torch
+
+        if key not in self.out:
+            raise ExecutorError(f"{self.family}: the model has no tensor {key}; its map is wrong")
+        tensor = self.out[key]
+        kept = tensor.index_select(dim, torch.tensor(index, dtype=torch.long))
+        self.removed += tensor.numel() - kept.numel()
+        self.out[key] = kept.contiguous()
+
+    def take_if(self, key: str, index: list[int], dim: int) -> None:
+        if key in self.out:
+            self.take(key, index, dim)
+
+
+def _cut_attention(c: _Cutter, arch: Architecture, config: Any, prefix: str,
+                   units: list[int], groups: list[int]) -> None:
+    """Softmax attention: the kept query heads (and their gates), KV groups, output columns."""
+    a = arch.attention
+    hd = _head_dim(config)
+    base = f"{prefix}{a.module}."
+    q_rows = _rows(units, hd * (2 if a.gated_query else 1))
+    c.take(f"{base}{a.q_proj}.weight", q_rows, 0)
+    c.take_if(f"{base}{a.q_proj}.bias", q_rows, 0)
+    for name in (a.k_proj, a.v_proj):
+        c.take(f"{base}{name}.weight", _rows(groups, hd), 0)
+        c.take_if(f"{base}{name}.bias", _rows(groups, hd), 0)
+    c.take(f"{base}{a.o_proj}.weight", _rows(units, hd), 1)
+
+
+def _cut_linear_attention(c: _Cutter, arch: Architecture, config: Any, prefix: str,
+                          units: list[int], groups: list[int]) -> None:
+    """Linear attention: the kept key heads' q/k rows, the kept value heads' v rows (in the
+    fused projection and its convolution), their z/a/b rows, per-head tensors and outputs."""
+    la = arch.linear_attention
+    assert la is not None
+    base = f"{prefix}{la.module}."
+    dk, dv = int(config.linear_key_head_dim), int(config.linear_value_head_dim)
+    key_dim = int(config.linear_num_key_heads) * dk
+    qk = _rows(groups, dk)
+    qkv_rows = qk + [key_dim + r for r in qk] + [2 * key_dim + r for r in _rows(units, dv)]
+    c.take(f"{base}{la.in_proj_qkv}.weight", qkv_rows, 0)
+    c.take(f"{base}{la.conv1d}.weight", qkv_rows, 0)
+    c.take_if(f"{base}{la.conv1d}.bias", qkv_rows, 0)
+    c.take(f"{base}{la.in_proj_z}.weight", _rows(units, dv), 0)
+    c.take(f"{base}{la.in_proj_a}.weight", units, 0)
+    c.take(f"{base}{la.in_proj_b}.weight", units, 0)
+    for name in la.per_value_head:
+        c.take(f"{base}{name}", units, 0)
+    c.take(f"{base}{la.out_proj}.weight", _rows(units, dv), 1)
+
+
+def _cut_channels(c: _Cutter, arch: Architecture, prefix: str,
+                  per_expert: list[list[int]]) -> None:
+    """The kept MLP channels: per expert in fused expert tensors, else the dense MLP's."""
+    import torch
+
+    moe = arch.moe
+    sparse_key = f"{prefix}{moe.module}.{moe.experts}.{moe.gate_up_proj}" if moe else ""
+    if moe is not None and sparse_key in c.out:
+        gate_up = c.out[sparse_key]
+        width = int(gate_up.shape[1]) // 2
+        down_key = f"{prefix}{moe.module}.{moe.experts}.{moe.down_proj}"
+        ups, downs = [], []
+        for e, keep in enumerate(per_expert):
+            ups.append(gate_up[e][keep + [width + ch for ch in keep]])
+            downs.append(c.out[down_key][e][:, keep])
+        new_up, new_down = torch.stack(ups), torch.stack(downs)
+        c.removed += gate_up.numel() - new_up.numel()
+        c.removed += c.out[down_key].numel() - new_down.numel()
+        c.out[sparse_key], c.out[down_key] = new_up, new_down
+        return
+    mlp = arch.mlp
+    assert mlp is not None
+    base = f"{prefix}{mlp.module}."
+    keep = per_expert[0]
+    c.take(f"{base}{mlp.gate_proj}.weight", keep, 0)
+    c.take(f"{base}{mlp.up_proj}.weight", keep, 0)
+    c.take(f"{base}{mlp.down_proj}.weight", keep, 1)
+
+
 def cut_state(
     state: dict[str, Any], arch: Architecture, config: Any, plan: Plan
 ) -> tuple[dict[str, Any], int]:
     """The state dict with only the kept slices, and how many parameters were cut away."""
-    import torch
-
-    out = dict(state)
-    removed = 0
+    cutter = _Cutter(state, arch.family)
     kinds = arch.layer_kinds_of(config)
-
-    def take(key: str, index: list[int], dim: int) -> None:
-        nonlocal removed
-        if key not in out:
-            raise ExecutorError(f"{arch.family}: the model has no tensor {key}; its map is wrong")
-        tensor = out[key]
-        kept = tensor.index_select(dim, torch.tensor(index, dtype=torch.long))
-        removed += tensor.numel() - kept.numel()
-        out[key] = kept.contiguous()
-
-    def take_if(key: str, index: list[int], dim: int) -> None:
-        if key in out:
-            take(key, index, dim)
-
     for layer, units in plan.units.items():
         prefix = f"model.layers.{layer}."
-        groups = plan.groups[layer]
-        if kinds[layer] == "attention":
-            a = arch.attention
-            hd = _head_dim(config)
-            base = f"{prefix}{a.module}."
-            q_rows = _rows(units, hd * (2 if a.gated_query else 1))
-            take(f"{base}{a.q_proj}.weight", q_rows, 0)
-            take_if(f"{base}{a.q_proj}.bias", q_rows, 0)
-            for name in (a.k_proj, a.v_proj):
-                take(f"{base}{name}.weight", _rows(groups, hd), 0)
-                take_if(f"{base}{name}.bias", _rows(groups, hd), 0)
-            take(f"{base}{a.o_proj}.weight", _rows(units, hd), 1)
-        else:
-            la = arch.linear_attention
-            assert la is not None
-            base = f"{prefix}{la.module}."
-            dk, dv = int(config.linear_key_head_dim), int(config.linear_value_head_dim)
-            key_dim = int(config.linear_num_key_heads) * dk
-            qk = _rows(groups, dk)
-            qkv_rows = qk + [key_dim + r for r in qk] + [2 * key_dim + r
-                                                        for r in _rows(units, dv)]
-            take(f"{base}{la.in_proj_qkv}.weight", qkv_rows, 0)
-            take(f"{base}{la.conv1d}.weight", qkv_rows, 0)
-            take_if(f"{base}{la.conv1d}.bias", qkv_rows, 0)
-            take(f"{base}{la.in_proj_z}.weight", _rows(units, dv), 0)
-            take(f"{base}{la.in_proj_a}.weight", units, 0)
-            take(f"{base}{la.in_proj_b}.weight", units, 0)
-            for name in la.per_value_head:
-                take(f"{base}{name}", units, 0)
-            take(f"{base}{la.out_proj}.weight", _rows(units, dv), 1)
+        cut = _cut_attention if kinds[layer] == "attention" else _cut_linear_attention
+        cut(cutter, arch, config, prefix, units, plan.groups[layer])
     for layer, per_expert in plan.channels.items():
-        prefix = f"model.layers.{layer}."
-        moe = arch.moe
-        sparse_key = f"{prefix}{moe.module}.{moe.experts}.{moe.gate_up_proj}" if moe else ""
-        if moe is not None and sparse_key in out:
-            gate_up = out[sparse_key]
-            width = int(gate_up.shape[1]) // 2
-            base = f"{prefix}{moe.module}.{moe.experts}."
-            ups, downs = [], []
-            for e, keep in enumerate(per_expert):
-                ups.append(gate_up[e][keep + [width + c for c in keep]])
-                downs.append(out[f"{base}{moe.down_proj}"][e][:, keep])
-            new_up, new_down = torch.stack(ups), torch.stack(downs)
-            removed += gate_up.numel() - new_up.numel()
-            removed += out[f"{base}{moe.down_proj}"].numel() - new_down.numel()
-            out[sparse_key], out[f"{base}{moe.down_proj}"] = new_up, new_down
-        else:
-            mlp = arch.mlp
-            assert mlp is not None
-            base = f"{prefix}{mlp.module}."
-            keep = per_expert[0]
-            take(f"{base}{mlp.gate_proj}.weight", keep, 0)
-            take(f"{base}{mlp.up_proj}.weight", keep, 0)
-            take(f"{base}{mlp.down_proj}.weight", keep, 1)
-    return out, removed
+        _cut_channels(cutter, arch, f"model.layers.{layer}.", per_expert)
+    return cutter.out, cutter.removed
 
 
 def new_config(arch: Architecture, config: Any, plan: Plan) -> Any:
