@@ -160,6 +160,41 @@ def slice_experts(model: Any, arch: Architecture, keep: Mapping[int, Sequence[in
     return cut
 
 
+def _checked_shape(model: Any, arch: Any, stage: ExpertPruneStage) -> tuple[str, int, int]:
+    """(expert tensor layout, experts per layer, experts per token), each checked against
+    what the stage says the model is."""
+    layout = detect_layout(model, arch)
+    if stage.expert_tensor_layout not in ("auto", layout):
+        raise ExecutorError(
+            f"expertTensorLayout {stage.expert_tensor_layout!r} does not match this model: "
+            f"its experts are {layout} (transformers 5 fuses them); use 'auto'")
+    n = int(getattr(model.config, arch.moe.experts_key))
+    top_k = int(getattr(model.config, arch.moe.top_k_key))
+    if stage.original_experts_per_layer not in (None, n):
+        raise ExecutorError(f"originalExpertsPerLayer is {stage.original_experts_per_layer} "
+                            f"but the model has {n} experts per layer")
+    return layout, n, top_k
+
+
+def _importance(ctx: StageContext, stage: ExpertPruneStage, metric: str, model: Any,
+                tokenizer: Any, reporter: StageReporter, notes: list[str]
+                ) -> tuple[dict[str, Any], str | None]:
+    """The activation profile the scores come from and its hash: the stage's importanceJson
+    or an earlier profile stage's, else profiled here; nothing for the random metric."""
+    if metric == "random":
+        return {}, None
+    found = find_profile(ctx, stage.importance_json)
+    if found is not None:
+        return found
+    windows = calibration_windows(ctx, model, tokenizer, seq_len=PROFILE_SEQ_LEN,
+                                  max_windows=stage.profile_steps)
+    profile = profile_model(
+        model, windows, progress=lambda f: reporter.progress(0.6 * f, "profiling"))
+    notes.append(f"profiled here: {profile['windows']} windows of "
+                 f"{profile['seqLen']} tokens (no importanceJson, no profile stage)")
+    return profile, profile_hash(profile)
+
+
 class ExpertPruneExecutor:
     """`expert-prune` on a transformers 5 MoE model (Qwen3-MoE, Qwen3.5-MoE)."""
 
@@ -178,33 +213,11 @@ class ExpertPruneExecutor:
         if arch.moe is None or not sparse_layers(model, arch):
             raise ExecutorError(f"expert-prune needs a mixture-of-experts model; "
                                 f"{arch.family} has no sparse layer here")
-        layout = detect_layout(model, arch)
-        if stage.expert_tensor_layout not in ("auto", layout):
-            raise ExecutorError(
-                f"expertTensorLayout {stage.expert_tensor_layout!r} does not match this model: "
-                f"its experts are {layout} (transformers 5 fuses them); use 'auto'")
-        n = int(getattr(model.config, arch.moe.experts_key))
-        top_k = int(getattr(model.config, arch.moe.top_k_key))
-        if stage.original_experts_per_layer not in (None, n):
-            raise ExecutorError(f"originalExpertsPerLayer is {stage.original_experts_per_layer} "
-                                f"but the model has {n} experts per layer")
+        layout, n, top_k = _checked_shape(model, arch, stage)
         keep = keep_count(stage, n, top_k)
         layers = sparse_layers(model, arch)
 
-        importance: str | None = None
-        profile: dict[str, Any] = {}
-        if metric != "random":
-            found = find_profile(ctx, stage.importance_json)
-            if found is None:
-                windows = calibration_windows(ctx, model, tokenizer, seq_len=PROFILE_SEQ_LEN,
-                                              max_windows=stage.profile_steps)
-                profile = profile_model(
-                    model, windows, progress=lambda f: reporter.progress(0.6 * f, "profiling"))
-                importance = profile_hash(profile)
-                notes.append(f"profiled here: {profile['windows']} windows of "
-                             f"{profile['seqLen']} tokens (no importanceJson, no profile stage)")
-            else:
-                profile, importance = found
+        profile, importance = _importance(ctx, stage, metric, model, tokenizer, reporter, notes)
         if stage.per_layer_normalized is not None:
             notes.append("perLayerNormalized has no effect: every layer keeps the same count, "
                          "chosen within the layer")
