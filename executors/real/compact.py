@@ -236,6 +236,61 @@ def quantize_by_band(model_dir: Path, bands: Mapping[int, str], target_gb: float
     }
 
 
+def _profile(ctx: StageContext, model: Any, tokenizer: Any, reporter: StageReporter,
+             notes: list[str]) -> tuple[dict[str, Any], str]:
+    """An earlier profile stage's activation profile and its hash, else one made here."""
+    found = find_profile(ctx, None)
+    if found is not None:
+        return found
+    windows = calibration_windows(ctx, model, tokenizer, seq_len=PROFILE_SEQ_LEN)
+    profile = profile_model(model, windows,
+                            progress=lambda f: reporter.progress(0.4 * f, "profiling"))
+    notes.append(f"profiled here: {profile['windows']} windows of {profile['seqLen']} tokens")
+    return profile, profile_hash(profile)
+
+
+def _remove_dead(model: Any, arch: Any, scores: dict[str, Any], dead: float) -> dict[str, int]:
+    """Experts and MLP channels scored below the dead threshold, sliced out of the model;
+    how many of each went (never so many experts that top-k cannot be routed)."""
+    removed: dict[str, int] = {}
+    if scores["experts"] and arch.moe is not None:
+        top_k = int(getattr(model.config, arch.moe.top_k_key))
+        kept = removal(scores["experts"], dead, top_k)
+        n = len(next(iter(scores["experts"].values())))
+        removed["experts"] = sum(n - len(v) for v in kept.values())
+        if removed["experts"]:
+            slice_experts(model, arch, kept)
+    if scores["channels"] and arch.mlp is not None:
+        kept = removal(scores["channels"], dead, 1)
+        width = len(next(iter(scores["channels"].values())))
+        removed["channels"] = sum(width - len(v) for v in kept.values())
+        if removed["channels"]:
+            slice_channels(model, arch, kept)
+    return removed
+
+
+def _quantize_or_size(ctx: StageContext, stage: CompactStage, model: Any,
+                      scores: dict[str, Any], cuts: Any, metrics: dict[str, Any],
+                      notes: list[str]) -> tuple[Path, ...]:
+    """With enableQuantization, one GGUF quantized per layer band (toward targetSizeGb),
+    its facts in `metrics`; else the safetensors' size. The files it wrote."""
+    if not stage.enable_quantization:
+        metrics["sizeGb"] = round(sum(p.stat().st_size for p in ctx.output_dir.iterdir()
+                                      if p.suffix == ".safetensors") / 1e9, 9)
+        return ()
+    layer_band = layer_bands(scores, cuts, int(model.config.num_hidden_layers))
+    metrics["layerBands"] = {str(i): b for i, b in layer_band.items()}
+    target = float(stage.target_size_gb) if stage.target_size_gb is not None else None
+    gguf_file, facts = quantize_by_band(ctx.output_dir, layer_band, target, ctx.work_dir,
+                                        ctx.device)
+    metrics.update(facts)
+    metrics["finalSizeGb"] = facts["sizeGb"]
+    if facts["targetMet"] is False:
+        notes.append(f"targetSizeGb {target} not reached: {facts['sizeGb']} GB with "
+                     f"every layer at the lowest band")
+    return (gguf_file,)
+
+
 class CompactExecutor:
     """`compact` on any supported family, dense or mixture-of-experts."""
 
@@ -248,16 +303,7 @@ class CompactExecutor:
         notes: list[str] = []
         model, tokenizer = load_model(ctx.input_dir, device=ctx.device)
         arch = for_config(model.config)
-        found = find_profile(ctx, None)
-        if found is None:
-            windows = calibration_windows(ctx, model, tokenizer, seq_len=PROFILE_SEQ_LEN)
-            profile = profile_model(model, windows,
-                                    progress=lambda f: reporter.progress(0.4 * f, "profiling"))
-            digest = profile_hash(profile)
-            notes.append(f"profiled here: {profile['windows']} windows of {profile['seqLen']} "
-                         f"tokens")
-        else:
-            profile, digest = found
+        profile, digest = _profile(ctx, model, tokenizer, reporter, notes)
         scores = unit_scores(profile)
         bands: dict[str, dict[str, int]] = {}
         for kind, per_layer in scores.items():
@@ -266,20 +312,7 @@ class CompactExecutor:
                                   for s in normalised(v))
                 bands[kind] = {b: counted.get(b, 0) for b in BANDS}
         params_before = param_count(model)
-        removed: dict[str, int] = {}
-        if scores["experts"] and arch.moe is not None:
-            top_k = int(getattr(model.config, arch.moe.top_k_key))
-            kept = removal(scores["experts"], cuts[0], top_k)
-            n = len(next(iter(scores["experts"].values())))
-            removed["experts"] = sum(n - len(v) for v in kept.values())
-            if removed["experts"]:
-                slice_experts(model, arch, kept)
-        if scores["channels"] and arch.mlp is not None:
-            kept = removal(scores["channels"], cuts[0], 1)
-            width = len(next(iter(scores["channels"].values())))
-            removed["channels"] = sum(width - len(v) for v in kept.values())
-            if removed["channels"]:
-                slice_channels(model, arch, kept)
+        removed = _remove_dead(model, arch, scores, cuts[0])
         removed["heads"] = 0
         reporter.progress(0.5, f"removed {removed}")
         save_model(model, tokenizer, ctx.output_dir)
@@ -296,22 +329,7 @@ class CompactExecutor:
             "paramsAfter": params_after,
             "thresholds": dict(zip(BANDS[:-1], cuts, strict=True)),
         }
-        files: tuple[Path, ...] = ()
-        if stage.enable_quantization:
-            layer_band = layer_bands(scores, cuts, int(model.config.num_hidden_layers))
-            metrics["layerBands"] = {str(i): b for i, b in layer_band.items()}
-            target = float(stage.target_size_gb) if stage.target_size_gb is not None else None
-            gguf_file, facts = quantize_by_band(ctx.output_dir, layer_band, target, ctx.work_dir,
-                                                ctx.device)
-            metrics.update(facts)
-            metrics["finalSizeGb"] = facts["sizeGb"]
-            files = (gguf_file,)
-            if facts["targetMet"] is False:
-                notes.append(f"targetSizeGb {target} not reached: {facts['sizeGb']} GB with "
-                             f"every layer at the lowest band")
-        else:
-            metrics["sizeGb"] = round(sum(p.stat().st_size for p in ctx.output_dir.iterdir()
-                                          if p.suffix == ".safetensors") / 1e9, 9)
+        files = _quantize_or_size(ctx, stage, model, scores, cuts, metrics, notes)
         (ctx.output_dir / PROFILE_FILE).unlink(missing_ok=True)
         reporter.progress(1.0, "compacted")
         return StageResult(output_dir=ctx.output_dir, files=files, metrics=metrics,
