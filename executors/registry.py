@@ -42,6 +42,13 @@ class TierProducer(Protocol):
                        ) -> frozenset[str]: ...
 
 
+def names_data_file(entry: Any) -> bool:
+    """Whether a benchmark entry names a local `dataFile` (what a data-file benchmark needs
+    to run here; whether the file is there is the eval stage's check, on its worker)."""
+    data_file = entry.get("dataFile") if isinstance(entry, Mapping) else None
+    return isinstance(data_file, str) and bool(data_file.strip())
+
+
 class ExecutorRegistry:
     """Stage type -> executor, what eval understands, how to find the source model, the device."""
 

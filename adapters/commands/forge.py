@@ -169,6 +169,8 @@ def _check_executable(services: CommandServices, recipe: dict[str, Any]) -> None
 def _check_benchmarks(entries: list[dict[str, Any]], registry: ExecutorRegistry) -> None:
     """Every benchmark is one eval knows, or one it runs on a local `dataFile` and the entry
     names one (whether that file is there is checked where the stage runs: on its worker)."""
+    from foundry.executors.registry import names_data_file
+
     known, on_file = registry.known_benchmarks, registry.data_file_benchmarks
     unknown = sorted({b["name"] for b in entries} - known - on_file)
     if unknown:
@@ -178,7 +180,7 @@ def _check_benchmarks(entries: list[dict[str, Any]], registry: ExecutorRegistry)
             + (f"; with a local dataFile: {', '.join(sorted(on_file))}" if on_file else ""))
     without = sorted({b["name"] for b in entries
                       if b["name"] in on_file and b["name"] not in known
-                      and not (isinstance(b.get("dataFile"), str) and b["dataFile"].strip())})
+                      and not names_data_file(b)})
     if without:
         raise InvalidInputError(
             "benchmarks", f"{', '.join(without)}: no data set for it is installed here; give "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.domain.errors import InvalidInputError
-from foundry.executors.registry import ExecutorRegistry
+from foundry.executors.registry import ExecutorRegistry, names_data_file
 
 # Per stage type: field -> (cap, the executor's default when the field is absent). The caps
 # keep every stage doing real work (a real optimizer step, a real scoring pass) in seconds.
@@ -184,11 +184,8 @@ def _runnable_benchmarks(entries: list[Any], registry: ExecutorRegistry, where: 
     def name(b: Any) -> str:
         return str(b.get("name") if isinstance(b, dict) else b)
 
-    def has_file(b: Any) -> bool:
-        return isinstance(b, dict) and bool(b.get("dataFile"))
-
     kept = [b for b in entries if name(b) in registry.known_benchmarks
-            or (name(b) in registry.data_file_benchmarks and has_file(b))]
+            or (name(b) in registry.data_file_benchmarks and names_data_file(b))]
     dropped = [b for b in entries if b not in kept]
     unknown = [name(b) for b in dropped if name(b) not in registry.data_file_benchmarks]
     no_file = [name(b) for b in dropped if name(b) in registry.data_file_benchmarks]

@@ -250,3 +250,15 @@ class DataScore:
     correct: int
     rows: list[dict[str, Any]]
     wall_seconds: float
+
+
+@dataclass(frozen=True)
+class Runner:
+    """What one data-file benchmark is: how a row becomes a problem, how a model is scored on
+    the plan, and what its ledger records (metric, prompt template, sampling)."""
+
+    parse: Parse
+    run: Callable[[Any, Any, DataPlan], DataScore]  # (model, tokenizer, plan)
+    metric: str
+    prompt_template: str
+    sampling: Callable[[DataSettings], dict[str, Any]]

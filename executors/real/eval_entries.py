@@ -25,6 +25,7 @@ from foundry.executors.real.data_benchmarks import (
     MULTIPLE_CHOICE,
     DataPlan,
     DataScore,
+    Runner,
     plan_data_benchmark,
 )
 from foundry.executors.real.eval_ledger import make_ledger, runtime_of, sha256_text
@@ -76,12 +77,17 @@ def plan_of(stage: Mapping[str, Any], names: list[str]) -> Plan:
     return Plan(names, defs, bool(stage.get("compareToBase", True)), human, data_plans)
 
 
-def _data_plan(name: str, entry: Mapping[str, Any]) -> DataPlan:
+def runner_for(name: str) -> Runner:
+    """mmlu.py's runner for mmlu and mmlu-pro, gsm8k.py's for gsm8k."""
     if name in MULTIPLE_CHOICE:
-        from foundry.executors.real.mmlu import parse_row
+        from foundry.executors.real.mmlu import RUNNER
     else:
-        from foundry.executors.real.gsm8k import parse_row
-    return plan_data_benchmark(name, entry, parse_row)
+        from foundry.executors.real.gsm8k import RUNNER
+    return RUNNER
+
+
+def _data_plan(name: str, entry: Mapping[str, Any]) -> DataPlan:
+    return plan_data_benchmark(name, entry, runner_for(name).parse)
 
 
 @dataclass(frozen=True)
@@ -216,31 +222,20 @@ def data_entry(c: Context, plan: Plan, data: DataPlan, final: Measured, base: Me
         files.append(base_path)
         base_info = _base_part(base, base_score.wall_seconds,
                                write_jsonl(base_path, base_score.rows))
-    if data.name in MULTIPLE_CHOICE:
-        from foundry.executors.real import mmlu
-
-        template = mmlu.PROMPT_TEMPLATE
-        sampling: dict[str, Any] = {"method": "loglikelihood", "continuations": "letters"}
-        metric = "acc"
-    else:
-        from foundry.executors.real import gsm8k
-
-        template = gsm8k.PROMPT_TEMPLATE
-        sampling = {"greedy": True, "maxNewTokens": data.settings.max_new_tokens,
-                    "stop": list(gsm8k.STOP_SEQUENCES)}
-        metric = "exact_match"
+    runner = runner_for(data.name)
+    sampling = runner.sampling(data.settings)
     sampling.update(nShot=data.settings.n_shot,
                     shotIdsHash=sha256_text("\n".join(data.shot_ids)) if data.shot_ids else None)
     ledger = make_ledger(
         harness=data.name, dataset=data.dataset_record(),
-        task_ids=[p.task_id for p in data.problems], prompt_template=template,
+        task_ids=[p.task_id for p in data.problems], prompt_template=runner.prompt_template,
         sampling=sampling, seed=c.seed, model=final.identity, device=c.device,
         wall_seconds=score.wall_seconds, samples_hash=digest, base=base_info)
     ledger["runtime"] = runtime_of("transformers")
     if data.shot_ids:
         ledger["shotIds"] = data.shot_ids
     entry: dict[str, Any] = {
-        "name": data.name, "metric": metric, "score": score.score, "samplesPath": path.name,
+        "name": data.name, "metric": runner.metric, "score": score.score, "samplesPath": path.name,
         "resultHash": digest, "ledger": ledger,
         "metrics": {"problems": len(data.problems), "correct": score.correct},
     }

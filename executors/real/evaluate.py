@@ -36,12 +36,7 @@ from foundry.executors.real.code_mini import (
 )
 from foundry.executors.real.common import load_model, max_positions, set_seed
 from foundry.executors.real.data import corpus_for, token_windows
-from foundry.executors.real.data_benchmarks import (
-    DATA_FILE_BENCHMARKS,
-    MULTIPLE_CHOICE,
-    DataPlan,
-    DataScore,
-)
+from foundry.executors.real.data_benchmarks import DATA_FILE_BENCHMARKS
 from foundry.executors.real.eval_ledger import model_identity, runtime_of
 from foundry.executors.real.humaneval_run import (
     Completer,
@@ -124,20 +119,13 @@ def _measure(model: Any, tokenizer: Any, windows: Any, ctx: StageContext,
     else:
         completions = [complete(model, tokenizer, p["prompt"], CODE_MAX_NEW_TOKENS)
                        for p in load_problems()[:N_SAMPLES]]
-    data = {d.name: _data_benchmark(model, tokenizer, d) for d in plan.data} if benches else {}
+    data = ({d.name: entries.runner_for(d.name).run(model, tokenizer, d) for d in plan.data}
+            if benches else {})
     model_dir = ctx.base_model_dir if base else ctx.input_dir
     return entries.Measured(model_identity(Path(model_dir)), sums, ppl_seconds, code, human,
                             completions, data)
 
 
-def _data_benchmark(model: Any, tokenizer: Any, plan: DataPlan) -> DataScore:
-    if plan.name in MULTIPLE_CHOICE:
-        from foundry.executors.real.mmlu import run_multiple_choice
-
-        return run_multiple_choice(model, tokenizer, plan)
-    from foundry.executors.real.gsm8k import run_gsm8k
-
-    return run_gsm8k(model, tokenizer, plan)
 
 
 def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanEvalPlan, *,
@@ -165,11 +153,12 @@ def _humaneval(model: Any, tokenizer: Any, ctx: StageContext, he: entries.HumanE
 
 
 def _entries(context: entries.Context, plan: entries.Plan, final: entries.Measured,
-             base: entries.Measured, work_dir: Path) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Every results.benchmarks entry of the stage, perplexity first, and the samples files
-    they reference (each written here, hashed into its entry)."""
-    final_ppl = perplexity_of(final.sums, context.seq_len)
-    base_ppl = perplexity_of(base.sums, context.seq_len)
+             base: entries.Measured, ppl: tuple[float, float], work_dir: Path
+             ) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Every results.benchmarks entry of the stage, perplexity first (`ppl`: the forged and
+    the base model's), and the samples files they reference (each written here, hashed into
+    its entry)."""
+    final_ppl, base_ppl = ppl
     ppl_file = work_dir / "perplexity-windows.jsonl"
     ppl_hash = write_jsonl(ppl_file, [
         {"window": i, "predictedTokens": context.seq_len - 1, "nll": round(f, 6),
@@ -223,7 +212,8 @@ class EvalExecutor:
         base_ppl = perplexity_of(base.sums, seq_len)
         context = entries.Context(seed=ctx.seed, device=ctx.device, corpus=corpus,
                                   windows=windows, seq_len=seq_len)
-        benchmarks, files = _entries(context, plan, final, base, ctx.work_dir)
+        benchmarks, files = _entries(context, plan, final, base, (final_ppl, base_ppl),
+                                     ctx.work_dir)
 
         shutil.copytree(ctx.input_dir, ctx.output_dir, dirs_exist_ok=True)
         reporter.progress(1.0, f"perplexity {base_ppl:.2f} -> {final_ppl:.2f}")

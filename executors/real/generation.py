@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from foundry.executors.real.common import max_positions
 
 # text generated so far -> (the text kept, whether a stop was found)
 Cut = Callable[[str], tuple[str, bool]]
+
+
+def cut_at(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """(the text before the first of `stops`, whether one was found): a benchmark's Cut."""
+    at = min((i for s in stops if (i := text.find(s)) >= 0), default=-1)
+    return (text, False) if at < 0 else (text[:at], True)
 
 
 def generate_texts(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int, cut: Cut,

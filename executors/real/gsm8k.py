@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from foundry.executors.errors import ExecutorError
-from foundry.executors.real.data_benchmarks import DataPlan, DataScore, Problem
-from foundry.executors.real.generation import generate_texts
+from foundry.executors.real.data_benchmarks import DataPlan, DataScore, Problem, Runner
+from foundry.executors.real.generation import cut_at, generate_texts
 
 PROMPT_TEMPLATE = "{examples}Question: {question}\nAnswer:"
 STOP_SEQUENCES = ("Question:", "\n\n")
@@ -64,8 +64,7 @@ def extract(completion: str) -> str | None:
 
 
 def cut(text: str) -> tuple[str, bool]:
-    at = min((i for s in STOP_SEQUENCES if (i := text.find(s)) >= 0), default=-1)
-    return (text, False) if at < 0 else (text[:at], True)
+    return cut_at(text, STOP_SEQUENCES)
 
 
 def prompt_of(p: Problem, examples: Sequence[Problem]) -> str:
@@ -88,3 +87,10 @@ def run_gsm8k(model: Any, tokenizer: Any, plan: DataPlan) -> DataScore:
                      "correct": predicted == p.answer, "completion": completion})
     return DataScore(round(correct / len(plan.problems), 6), correct, rows,
                      time.perf_counter() - started)
+
+
+RUNNER = Runner(parse=parse_row, run=run_gsm8k, metric="exact_match",
+                prompt_template=PROMPT_TEMPLATE,
+                sampling=lambda settings: {"greedy": True,
+                                           "maxNewTokens": settings.max_new_tokens,
+                                           "stop": list(STOP_SEQUENCES)})

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.executors.errors import ExecutorError
+from foundry.executors.real.generation import cut_at
 
 STOP_SEQUENCES = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 PROMPT_TEMPLATE = "{prompt}"  # HumanEval is completed as-is: the template is the prompt itself
@@ -123,8 +124,7 @@ def select(problems: Sequence[dict[str, Any]], subset: str | None,
 
 def truncate(completion: str) -> tuple[str, bool]:
     """(the completion before the first stop sequence, whether one was found)."""
-    cut = min((i for s in STOP_SEQUENCES if (i := completion.find(s)) >= 0), default=-1)
-    return (completion, False) if cut < 0 else (completion[:cut], True)
+    return cut_at(completion, STOP_SEQUENCES)
 
 
 class _Rename(ast.NodeTransformer):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.executors.errors import ExecutorError
-from foundry.executors.real.data_benchmarks import DataPlan, DataScore, Problem
+from foundry.executors.real.data_benchmarks import DataPlan, DataScore, Problem, Runner
 
 LETTERS = string.ascii_uppercase[:16]
 PROMPT_TEMPLATE = ("The following are multiple choice questions (with answers) about "
@@ -126,3 +126,9 @@ def run_multiple_choice(model: Any, tokenizer: Any, plan: DataPlan) -> DataScore
                                                                            strict=True)}})
     return DataScore(round(correct / len(plan.problems), 6), correct, rows,
                      time.perf_counter() - started)
+
+
+RUNNER = Runner(parse=parse_row, run=run_multiple_choice, metric="acc",
+                prompt_template=PROMPT_TEMPLATE,
+                sampling=lambda _settings: {"method": "loglikelihood",
+                                            "continuations": "letters"})
