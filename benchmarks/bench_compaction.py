@@ -22,6 +22,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,6 +108,13 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="bench-compaction-"))
+    try:
+        _measure(args, root, started)
+    finally:  # 3 levels x 3 metrics x seeds saved models: not left in /tmp
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, root: Path, started: float) -> None:
     # the executors read corpora only under allowed roots: this run's scratch is one
     os.environ["FOUNDRY_MODEL_ROOTS"] = os.pathsep.join(
         p for p in (str(root), os.environ.get("FOUNDRY_MODEL_ROOTS")) if p)
