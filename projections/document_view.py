@@ -546,33 +546,8 @@ class PostgresDocumentView(PostgresTrackingRecorder):
             Identifier(s.key), SQL(", ").join(
                 SQL("{0} = EXCLUDED.{0}").format(Identifier(n)) for n in s.names[1:]))
         with self.datastore.transaction(commit=True) as curs:
-            # As in apply_batch: the view is rebuildable and its position commits with it.
-            curs.execute("SET LOCAL synchronous_commit TO OFF")
-            curs.execute("SET LOCAL maintenance_work_mem TO '256MB'")  # the index builds
-            # The position lock: an edit that writes this view in its own transaction
-            # (foundry.projections.inline) waits, then reads the rebuilt position.
-            curs.execute("SELECT pg_advisory_xact_lock(%s)",
-                         (self.position_lock(application_name),))
-            # Documents over ~2 KB are compressed as they are stored: lz4 costs the server
-            # 19 µs a recipe row where the default pglz costs 27 (COPY of 100k). Only how the
-            # bytes are kept differs; rows written later by apply_batch use the default again.
-            curs.execute("SELECT 'lz4' = ANY(enumvals) AS lz4 FROM pg_settings "
-                         "WHERE name = 'default_toast_compression'")
-            if (found := curs.fetchone()) and found["lz4"]:
-                curs.execute("SET LOCAL default_toast_compression TO 'lz4'")
-            self._reset(curs, application_name)
-            # Secondary indexes are built once after the load (COPY into a table that keeps 6
-            # indexes up to date was 1.6x slower), from their own definitions, so they come
-            # back exactly as they were, whoever made them. The primary key stays.
-            curs.execute(
-                "SELECT c.relname AS name, pg_get_indexdef(c.oid) AS ddl FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
-                "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)",
-                (self.table,))
-            indexes = [(r["name"], r["ddl"]) for r in curs.fetchall()]
-            for name, _ in indexes:
-                curs.execute(SQL("DROP INDEX {}.{}").format(
-                    Identifier(self.datastore.schema), Identifier(name)))
+            self._begin_rebuild(curs, application_name)
+            indexes = self._drop_secondary_indexes(curs)
             # JSON goes to COPY already encoded (the same json_bytes as apply_batch), so a
             # None becomes JSON null, as there, and not SQL NULL.
             set_json_dumps(_encoded_json, curs)
@@ -601,6 +576,40 @@ class PostgresDocumentView(PostgresTrackingRecorder):
             if bulk.last is not None:
                 self._insert_tracking(curs, Tracking(application_name, bulk.last))
         return bulk.events
+
+    def _begin_rebuild(self, curs: Cursor[DictRow], application_name: str) -> None:
+        """Session settings for a bulk load, the position lock, then an empty view."""
+        # As in apply_batch: the view is rebuildable and its position commits with it.
+        curs.execute("SET LOCAL synchronous_commit TO OFF")
+        curs.execute("SET LOCAL maintenance_work_mem TO '256MB'")  # the index builds
+        # The position lock: an edit that writes this view in its own transaction
+        # (foundry.projections.inline) waits, then reads the rebuilt position.
+        curs.execute("SELECT pg_advisory_xact_lock(%s)",
+                     (self.position_lock(application_name),))
+        # Documents over ~2 KB are compressed as they are stored: lz4 costs the server
+        # 19 µs a recipe row where the default pglz costs 27 (COPY of 100k). Only how the
+        # bytes are kept differs; rows written later by apply_batch use the default again.
+        curs.execute("SELECT 'lz4' = ANY(enumvals) AS lz4 FROM pg_settings "
+                     "WHERE name = 'default_toast_compression'")
+        if (found := curs.fetchone()) and found["lz4"]:
+            curs.execute("SET LOCAL default_toast_compression TO 'lz4'")
+        self._reset(curs, application_name)
+
+    def _drop_secondary_indexes(self, curs: Cursor[DictRow]) -> list[tuple[str, str]]:
+        """Drop the view's secondary indexes; returns (name, definition) to build them again."""
+        # Secondary indexes are built once after the load (COPY into a table that keeps 6
+        # indexes up to date was 1.6x slower), from their own definitions, so they come
+        # back exactly as they were, whoever made them. The primary key stays.
+        curs.execute(
+            "SELECT c.relname AS name, pg_get_indexdef(c.oid) AS ddl FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)",
+            (self.table,))
+        indexes = [(r["name"], r["ddl"]) for r in curs.fetchall()]
+        for name, _ in indexes:
+            curs.execute(SQL("DROP INDEX {}.{}").format(
+                Identifier(self.datastore.schema), Identifier(name)))
+        return indexes
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         with self.datastore.transaction(commit=False) as curs:

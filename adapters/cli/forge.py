@@ -15,7 +15,18 @@ from foundry.adapters.cli.display import make_listener
 def add_forge_commands(sub: Any) -> None:
     p = sub.add_parser("forge", help="run recipes; inspect, cancel and resume runs")
     fs = p.add_subparsers(metavar="ACTION")
+    _add_run_and_rehearse(fs)
+    _add_run_control(fs)
 
+    lin = sub.add_parser("lineage", help="what led to an artifact, run or recipe (Markdown)")
+    lin.add_argument("id", help="artifact id, run id or recipe id")
+    lin.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    lin.set_defaults(run=_lineage)
+
+    _add_audit_commands(sub)
+
+
+def _add_run_and_rehearse(fs: Any) -> None:
     r = fs.add_parser("run", help="forge a recipe (by id, or a recipe JSON file to create)")
     r.add_argument("recipe", help="recipe id, or path to a recipe JSON file")
     r.add_argument("--node", default="cpu@local", help="hardware node <class>@<site> or any")
@@ -39,6 +50,8 @@ def add_forge_commands(sub: Any) -> None:
     rh.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     rh.set_defaults(run=_rehearse)
 
+
+def _add_run_control(fs: Any) -> None:
     for name, help_text, handler in (
         ("status", "state of a run, its stages and whether its owner is alive", _status),
         ("cancel", "cancel a run that has not finished", _cancel),
@@ -57,11 +70,8 @@ def add_forge_commands(sub: Any) -> None:
     ls.add_argument("--limit", type=int, default=50)
     ls.set_defaults(run=_list)
 
-    lin = sub.add_parser("lineage", help="what led to an artifact, run or recipe (Markdown)")
-    lin.add_argument("id", help="artifact id, run id or recipe id")
-    lin.add_argument("--json", action="store_true", help="JSON instead of Markdown")
-    lin.set_defaults(run=_lineage)
 
+def _add_audit_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="audits of the event store")
     asub = audit.add_subparsers(metavar="ACTION")
     rep = asub.add_parser("replay", help="rebuild a run's artifact from its events; compare")

@@ -82,6 +82,27 @@ def _prunable_weights(model: Any) -> list[tuple[Any, str]]:
     return found
 
 
+def _recover(model: Any, tokenizer: Any, corpus: Any, ctx: StageContext,
+             reporter: StageReporter, *, steps: int, seed: int, asked: int) -> tuple[float, str]:
+    """A short fine-tune with the pruning masks attached (the pruned weights stay zero);
+    returns its final loss and the note that says how it ran."""
+    seq_len = min(SEQ_LEN, max_positions(model))
+    windows = token_windows(
+        tokenizer, corpus, split="calibration", seq_len=seq_len,
+        max_windows=steps * BATCH_SIZE, seed=seed,
+    )
+    cfg = LoopConfig(
+        steps=steps, batch_size=BATCH_SIZE, learning_rate=RECOVERY_LEARNING_RATE,
+        device=ctx.device, progress=(0.2, 0.9), label="recovery",
+    )
+    curve = run_training(model, windows, cfg, reporter)
+    capped = f" (analysisSteps {asked} capped at {RECOVERY_STEP_CAP})" if steps < asked else ""
+    return curve[-1]["loss"], (
+        f"recovery fine-tune with masks attached: {steps} steps{capped}, batch "
+        f"{BATCH_SIZE}x{seq_len}, lr {RECOVERY_LEARNING_RATE:g}"
+    )
+
+
 def _magnitude(
     ctx: StageContext, stage: PruneStage, reporter: StageReporter, seed: int
 ) -> StageResult:
@@ -102,25 +123,9 @@ def _magnitude(
     reporter.progress(0.2, f"pruned {stage.level:.0%} of {len(params)} weight tensors by |w|")
     final_loss = None
     if stage.level > 0 and steps > 0:
-        seq_len = min(SEQ_LEN, max_positions(model))
-        windows = token_windows(
-            tokenizer, corpus, split="calibration", seq_len=seq_len,
-            max_windows=steps * BATCH_SIZE, seed=seed,
-        )
-        cfg = LoopConfig(
-            steps=steps, batch_size=BATCH_SIZE, learning_rate=RECOVERY_LEARNING_RATE,
-            device=ctx.device, progress=(0.2, 0.9), label="recovery",
-        )
-        curve = run_training(model, windows, cfg, reporter)
-        final_loss = curve[-1]["loss"]
-        capped = (
-            f" (analysisSteps {stage.analysis_steps} capped at {RECOVERY_STEP_CAP})"
-            if steps < stage.analysis_steps else ""
-        )
-        notes.append(
-            f"recovery fine-tune with masks attached: {steps} steps{capped}, batch "
-            f"{BATCH_SIZE}x{seq_len}, lr {RECOVERY_LEARNING_RATE:g}"
-        )
+        final_loss, note = _recover(model, tokenizer, corpus, ctx, reporter, steps=steps,
+                                    seed=seed, asked=stage.analysis_steps)
+        notes.append(note)
     if stage.level > 0:
         for module, name in params:
             prune.remove(module, name)

@@ -16,6 +16,7 @@ The model's weights are copied byte for byte; `metrics.changed` lists every chan
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,42 @@ def _load_tokenizer(name: str) -> Any:
         ) from e
 
 
+def _refuse_other_modalities(modalities: Sequence[str]) -> None:
+    other = sorted(set(modalities) - {"text"})
+    if other:
+        raise ExecutorError(
+            f"source-config inputModalities {other}: this text model takes only text; "
+            "another modality needs a `modality` stage, which this foundry refuses"
+        )
+
+
+def _replacement_tokenizer(name: str, rows: int) -> Any:
+    """The tokenizer `name`, refused when it can emit an id the model has no embedding for."""
+    tokenizer = _load_tokenizer(name)
+    if len(tokenizer) > rows:
+        raise ExecutorError(
+            f"source-config tokenizer {name!r} has {len(tokenizer)} tokens; "
+            f"the model embeds {rows}: ids past {rows - 1} would have no embedding"
+        )
+    return tokenizer
+
+
+def _reached_later(ctx: StageContext, length: int, reach: int) -> str:
+    """The note for a contextLength past the model's reach that a later context-extend stage
+    reaches; refused when none does."""
+    extension = _later_extension(ctx)
+    if extension < length:
+        raise ExecutorError(
+            f"source-config contextLength {length} exceeds the "
+            f"model's context of {reach} tokens and no later context-extend "
+            f"stage reaches it" + (f" (the longest targets {extension})"
+                                   if extension else "")
+        )
+    return (f"contextLength {length} exceeds the model's "
+            f"{reach} tokens; a later context-extend stage reaches "
+            f"{extension}")
+
+
 class SourceConfigExecutor:
     """`source-config`: context length, tokenizer and targets applied, every change recorded."""
 
@@ -69,12 +106,7 @@ class SourceConfigExecutor:
 
         stage = parse_stage(SourceConfigStage, ctx.stage)
         quiet_transformers()
-        other = sorted(set(stage.input_modalities) - {"text"})
-        if other:
-            raise ExecutorError(
-                f"source-config inputModalities {other}: this text model takes only text; "
-                "another modality needs a `modality` stage, which this foundry refuses"
-            )
+        _refuse_other_modalities(stage.input_modalities)
         changed: list[str] = []
         notes: list[str] = []
         config = AutoConfig.from_pretrained(ctx.input_dir)
@@ -84,30 +116,14 @@ class SourceConfigExecutor:
                 shutil.copy2(path, ctx.output_dir / path.name)
         tokenizer = None
         if stage.tokenizer:
-            tokenizer = _load_tokenizer(stage.tokenizer)
-            rows = int(config.vocab_size)
-            if len(tokenizer) > rows:
-                raise ExecutorError(
-                    f"source-config tokenizer {stage.tokenizer!r} has {len(tokenizer)} tokens; "
-                    f"the model embeds {rows}: ids past {rows - 1} would have no embedding"
-                )
+            tokenizer = _replacement_tokenizer(stage.tokenizer, int(config.vocab_size))
             changed.append(f"tokenizer replaced by {stage.tokenizer} ({len(tokenizer)} tokens)")
         metrics: dict[str, Any] = {}
         if stage.context_length:
             reach = _reach(ctx.input_dir)
             metrics.update(contextLength=stage.context_length, modelContext=reach)
             if stage.context_length > reach:
-                extension = _later_extension(ctx)
-                if extension < stage.context_length:
-                    raise ExecutorError(
-                        f"source-config contextLength {stage.context_length} exceeds the "
-                        f"model's context of {reach} tokens and no later context-extend "
-                        f"stage reaches it" + (f" (the longest targets {extension})"
-                                               if extension else "")
-                    )
-                notes.append(f"contextLength {stage.context_length} exceeds the model's "
-                             f"{reach} tokens; a later context-extend stage reaches "
-                             f"{extension}")
+                notes.append(_reached_later(ctx, stage.context_length, reach))
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(ctx.output_dir)
             before = getattr(tokenizer, "model_max_length", None)
             tokenizer.model_max_length = stage.context_length
