@@ -85,15 +85,13 @@ def _reached_later(ctx: StageContext, length: int, reach: int) -> str:
     reaches; refused when none does."""
     extension = _later_extension(ctx)
     if extension < length:
+        longest = f" (the longest targets {extension})" if extension else ""
         raise ExecutorError(
-            f"source-config contextLength {length} exceeds the "
-            f"model's context of {reach} tokens and no later context-extend "
-            f"stage reaches it" + (f" (the longest targets {extension})"
-                                   if extension else "")
+            f"source-config contextLength {length} exceeds the model's context of {reach} "
+            f"tokens and no later context-extend stage reaches it{longest}"
         )
-    return (f"contextLength {length} exceeds the model's "
-            f"{reach} tokens; a later context-extend stage reaches "
-            f"{extension}")
+    return (f"contextLength {length} exceeds the model's {reach} tokens; "
+            f"a later context-extend stage reaches {extension}")
 
 
 class SourceConfigExecutor:
